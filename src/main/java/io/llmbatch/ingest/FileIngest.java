@@ -1,0 +1,470 @@
+package io.llmbatch.ingest;
+
+import java.io.BufferedReader;
+import java.io.BufferedWriter;
+import java.io.Closeable;
+import java.io.File;
+import java.io.IOException;
+import java.io.InputStream;
+import java.io.InputStreamReader;
+import java.io.Reader;
+import java.io.UncheckedIOException;
+import java.nio.charset.Charset;
+import java.nio.charset.CharsetDecoder;
+import java.nio.charset.CodingErrorAction;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.StandardOpenOption;
+import java.util.ArrayList;
+import java.util.HashSet;
+import java.util.Iterator;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Locale;
+import java.util.Map;
+import java.util.NoSuchElementException;
+
+import com.fasterxml.jackson.core.JsonParser;
+import com.fasterxml.jackson.core.JsonToken;
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import org.apache.camel.CamelContext;
+import org.apache.camel.Exchange;
+import org.apache.commons.csv.CSVFormat;
+import org.apache.commons.csv.CSVParser;
+import org.apache.commons.csv.CSVRecord;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+import io.llmbatch.rabbit.ConfirmingPublisher;
+import io.llmbatch.rabbit.OutboundMessage;
+import io.llmbatch.rabbit.PublishException;
+
+/**
+ * Streams one inbox file ({@code .csv} with a header row, {@code .jsonl}/{@code .ndjson}, {@code .json} array)
+ * onto the tasks queue with publisher confirms, never holding more than the confirm window in memory.
+ *
+ * <p>A bad record goes to {@code .done/<file>.rejects.jsonl} with its line number and reason and the rest of
+ * the file goes on. A broker failure does not fail the file: publishing resumes after the last confirmed
+ * record once the broker is back. A file that cannot be read at all fails (the route moves it to
+ * {@code .failed/} with an error report).
+ */
+public class FileIngest {
+
+    private static final Logger LOG = LoggerFactory.getLogger(FileIngest.class);
+    private static final long PROGRESS_EVERY = 100_000;
+    private static final long MAX_BACKOFF_MILLIS = 30_000;
+
+    private final ConfirmingPublisher publisher;
+    private final String queue;
+    private final List<String> requiredFields;
+    private final Charset charset;
+    private final CamelContext camelContext;
+
+    public FileIngest(ConfirmingPublisher publisher, String queue, List<String> requiredFields, Charset charset,
+                      CamelContext camelContext) {
+        this.publisher = publisher;
+        this.queue = queue;
+        this.requiredFields = List.copyOf(requiredFields);
+        this.charset = charset;
+        this.camelContext = camelContext;
+    }
+
+    /** Counts of one file, as logged and set as headers on the exchange. */
+    public record Counts(String file, long read, long published, long rejected, Path rejects, long millis) {
+        @Override
+        public String toString() {
+            return "read " + read + ", published " + published + ", rejected " + rejected
+                   + (rejected > 0 ? " (see " + rejects + ")" : "") + " in " + millis + " ms";
+        }
+    }
+
+    /** The failure of a file, with how far publishing got, for the error report. */
+    public static class FileIngestException extends RuntimeException {
+        private final long confirmed;
+
+        FileIngestException(String message, long confirmed, Throwable cause) {
+            super(message, cause);
+            this.confirmed = confirmed;
+        }
+
+        public long confirmed() {
+            return confirmed;
+        }
+    }
+
+    public Counts ingest(Exchange exchange) {
+        File file = exchange.getMessage().getBody(File.class);
+        String name = file.getName();
+        Path rejects = file.toPath().resolveSibling(".done").resolve(name + ".rejects.jsonl");
+        long start = System.nanoTime();
+        Progress progress = new Progress(rejects);
+        long backoff = 1000;
+        try {
+            while (true) {
+                try (Records records = open(file.toPath(), name)) {
+                    publisher.publish(queue, new TaskMessages(records, name, progress), progress::confirmed);
+                    break;
+                } catch (PublishException e) {
+                    if (!camelContext.isStarted() || camelContext.isStopping()) {
+                        throw new FileIngestException("stopped while the broker was failing: " + e.getMessage(),
+                                progress.published(), e);
+                    }
+                    LOG.warn("Inbox {}: broker failure after {} confirmed task(s); resuming after record {} in {} s: {}",
+                            name, progress.published(), progress.confirmed + 1, backoff / 1000, e.getMessage());
+                    sleep(backoff);
+                    backoff = Math.min(backoff * 2, MAX_BACKOFF_MILLIS);
+                }
+            }
+        } catch (IOException | UncheckedIOException e) {
+            throw new FileIngestException("cannot read " + name + ": " + rootMessage(e), progress.published(), e);
+        } finally {
+            progress.closeRejects();
+        }
+        Counts counts = new Counts(name, progress.read, progress.published, progress.rejected, rejects,
+                (System.nanoTime() - start) / 1_000_000);
+        LOG.info("Inbox {}: {}", name, counts);
+        var msg = exchange.getMessage();
+        msg.setHeader("llmbatchRead", counts.read());
+        msg.setHeader("llmbatchPublished", counts.published());
+        msg.setHeader("llmbatchRejected", counts.rejected());
+        return counts;
+    }
+
+    /** The text of {@code .failed/<file>.error.txt}, from the exception the route caught. */
+    public String errorReport(Exchange exchange) {
+        Exception e = exchange.getProperty(Exchange.EXCEPTION_CAUGHT, Exception.class);
+        String name = exchange.getMessage().getHeader(Exchange.FILE_NAME_ONLY, String.class);
+        StringBuilder report = new StringBuilder()
+                .append("file: ").append(name).append('\n')
+                .append("failed at: ").append(java.time.OffsetDateTime.now()).append('\n')
+                .append("error: ").append(e == null ? "unknown" : e.getMessage()).append('\n');
+        if (e instanceof FileIngestException fe) {
+            report.append("tasks confirmed before the failure: ").append(fe.confirmed()).append('\n');
+            if (fe.confirmed() > 0) {
+                report.append("dropping the file into the inbox again publishes those again; the collector's upsert by pid "
+                              + "keeps one document per company\n");
+            }
+        }
+        LOG.error("Inbox {} failed, moved to .failed/: {}", name, e == null ? "unknown" : e.getMessage());
+        return report.toString();
+    }
+
+    private void sleep(long millis) {
+        try {
+            Thread.sleep(millis);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new FileIngestException("interrupted while waiting for the broker", 0, e);
+        }
+    }
+
+    // ---- reading records ----------------------------------------------------------------------------------
+
+    /** One record of a file: its 0-based position, the line it starts on, the parsed task or the reason it is bad. */
+    record Record(long position, long line, JsonNode task, String problem, String raw) {
+    }
+
+    interface Records extends Iterator<Record>, Closeable {
+    }
+
+    private Records open(Path path, String name) throws IOException {
+        String lower = name.toLowerCase(Locale.ROOT);
+        if (lower.endsWith(".csv")) {
+            return new CsvRecords(reader(path));
+        } else if (lower.endsWith(".jsonl") || lower.endsWith(".ndjson")) {
+            return new JsonLinesRecords(new BufferedReader(reader(path), 1 << 16));
+        } else if (lower.endsWith(".json")) {
+            return new JsonArrayRecords(reader(path));
+        }
+        throw new IOException("unsupported file type (expected .csv, .jsonl, .ndjson or .json)");
+    }
+
+    /** Strict decoding: bytes that are not valid in the configured charset fail the file instead of turning into U+FFFD. */
+    private Reader reader(Path path) throws IOException {
+        CharsetDecoder decoder = charset.newDecoder()
+                .onMalformedInput(CodingErrorAction.REPORT)
+                .onUnmappableCharacter(CodingErrorAction.REPORT);
+        InputStream in = Files.newInputStream(path);
+        return new InputStreamReader(in, decoder);
+    }
+
+    private final class CsvRecords implements Records {
+        private final CSVParser parser;
+        private final Iterator<CSVRecord> rows;
+        private final List<String> header;
+        private long position;
+        private long nextLine = 2;
+
+        CsvRecords(Reader reader) throws IOException {
+            BufferedReader in = new BufferedReader(reader, 1 << 16);
+            in.mark(1);
+            if (in.read() != '\uFEFF') { // a UTF-8 byte order mark, as spreadsheet exports write, is not part of the header
+                in.reset();
+            }
+            this.parser = CSVFormat.RFC4180.builder().setHeader().setSkipHeaderRecord(true)
+                    .setIgnoreSurroundingSpaces(false).get().parse(in);
+            this.header = parser.getHeaderNames();
+            if (header.isEmpty()) {
+                throw new IOException("empty file: a CSV needs a header row (" + String.join(",", requiredFields) + ", ...)");
+            }
+            List<String> missing = new ArrayList<>(requiredFields);
+            missing.removeAll(header);
+            if (!missing.isEmpty()) {
+                throw new IOException("the header row lacks required column(s) " + missing + "; it has " + header);
+            }
+            if (new HashSet<>(header).size() != header.size()) {
+                throw new IOException("the header row names a column twice: " + header);
+            }
+            this.rows = parser.iterator();
+        }
+
+        @Override
+        public boolean hasNext() {
+            return rows.hasNext();
+        }
+
+        @Override
+        public Record next() {
+            CSVRecord row = rows.next();
+            long line = nextLine;
+            nextLine = parser.getCurrentLineNumber() + 1;
+            String raw = String.join(",", row.values());
+            if (row.size() != header.size()) {
+                return new Record(position++, line, null,
+                        "row has " + row.size() + " field(s), the header has " + header.size(), raw);
+            }
+            ObjectNode task = Tasks.JSON.createObjectNode();
+            for (int i = 0; i < header.size(); i++) {
+                task.put(header.get(i), row.get(i));
+            }
+            return new Record(position++, line, task, null, raw);
+        }
+
+        @Override
+        public void close() throws IOException {
+            parser.close();
+        }
+    }
+
+    private static final class JsonLinesRecords implements Records {
+        private final BufferedReader in;
+        private long lineNo;
+        private String pending;
+
+        JsonLinesRecords(BufferedReader in) {
+            this.in = in;
+        }
+
+        @Override
+        public boolean hasNext() {
+            try {
+                while (pending == null) {
+                    String line = in.readLine();
+                    if (line == null) {
+                        return false;
+                    }
+                    lineNo++;
+                    if (!line.isBlank()) {
+                        pending = line;
+                    }
+                }
+                return true;
+            } catch (IOException e) {
+                throw new UncheckedIOException(e);
+            }
+        }
+
+        @Override
+        public Record next() {
+            if (!hasNext()) {
+                throw new NoSuchElementException();
+            }
+            String line = pending;
+            pending = null;
+            try {
+                return new Record(lineNo - 1, lineNo, Tasks.JSON.readTree(line), null, line);
+            } catch (IOException e) {
+                return new Record(lineNo - 1, lineNo, null, Tasks.describe(e).replaceFirst(" at line 1,", " at"), line);
+            }
+        }
+
+        @Override
+        public void close() throws IOException {
+            in.close();
+        }
+    }
+
+    private static final class JsonArrayRecords implements Records {
+        private final JsonParser parser;
+        private long position;
+        private Boolean more;
+
+        JsonArrayRecords(Reader reader) throws IOException {
+            this.parser = Tasks.JSON.createParser(reader);
+            if (parser.nextToken() != JsonToken.START_ARRAY) {
+                throw new IOException("a .json file must hold one JSON array of tasks");
+            }
+        }
+
+        @Override
+        public boolean hasNext() {
+            if (more == null) {
+                try {
+                    JsonToken t = parser.nextToken();
+                    if (t == null) {
+                        throw new IOException("the JSON array is not closed (unexpected end of file)");
+                    }
+                    more = t != JsonToken.END_ARRAY;
+                    if (!more && parser.nextToken() != null) {
+                        throw new IOException("unexpected content after the JSON array at line "
+                                              + parser.currentTokenLocation().getLineNr());
+                    }
+                } catch (IOException e) {
+                    throw new UncheckedIOException(e instanceof com.fasterxml.jackson.core.JsonProcessingException
+                            ? new IOException(Tasks.describe(e), e) : e);
+                }
+            }
+            return more;
+        }
+
+        @Override
+        public Record next() {
+            if (!hasNext()) {
+                throw new NoSuchElementException();
+            }
+            more = null;
+            long line = parser.currentTokenLocation().getLineNr();
+            try {
+                JsonNode node = Tasks.JSON.readTree(parser);
+                return new Record(position++, line, node, null, node.toString());
+            } catch (IOException e) {
+                throw new UncheckedIOException(new IOException(Tasks.describe(e), e));
+            }
+        }
+
+        @Override
+        public void close() throws IOException {
+            parser.close();
+        }
+    }
+
+    // ---- records to messages ------------------------------------------------------------------------------
+
+    /** Where a file stands: records read, rejects written, the last confirmed position (survives a resume). */
+    private static final class Progress {
+        final Path rejectsPath;
+        BufferedWriter rejects;
+        long read;
+        long rejected;
+        long lastRejectPosition = -1;
+        /** Position of the last record whose message, and every one before it, the broker confirmed. */
+        long confirmed = -1;
+        long published;
+
+        Progress(Path rejectsPath) {
+            this.rejectsPath = rejectsPath;
+        }
+
+        void confirmed(long position) {
+            confirmed = position;
+            published++;
+        }
+
+        long published() {
+            return published;
+        }
+
+        void reject(Record r) {
+            if (r.position() <= lastRejectPosition) {
+                return; // already written before a resume
+            }
+            try {
+                if (rejects == null) {
+                    Files.createDirectories(rejectsPath.getParent());
+                    rejects = Files.newBufferedWriter(rejectsPath, StandardOpenOption.CREATE,
+                            StandardOpenOption.TRUNCATE_EXISTING, StandardOpenOption.WRITE);
+                }
+                Map<String, Object> line = new LinkedHashMap<>();
+                line.put("line", r.line());
+                line.put("reason", r.problem());
+                line.put("record", r.raw());
+                rejects.write(Tasks.JSON.writeValueAsString(line));
+                rejects.newLine();
+                rejected++;
+                lastRejectPosition = r.position();
+            } catch (IOException e) {
+                throw new UncheckedIOException("cannot write rejects file " + rejectsPath, e);
+            }
+        }
+
+        void closeRejects() {
+            if (rejects != null) {
+                try {
+                    rejects.close();
+                } catch (IOException e) {
+                    LOG.warn("Cannot close {}: {}", rejectsPath, e.getMessage());
+                }
+            }
+        }
+    }
+
+    /** Turns records into messages, skipping what a previous attempt already confirmed, writing rejects. */
+    private final class TaskMessages implements Iterator<OutboundMessage> {
+        private final Records records;
+        private final String name;
+        private final Progress progress;
+        private final long resumeAfter;
+        private OutboundMessage next;
+
+        TaskMessages(Records records, String name, Progress progress) {
+            this.records = records;
+            this.name = name;
+            this.progress = progress;
+            this.resumeAfter = progress.confirmed;
+        }
+
+        @Override
+        public boolean hasNext() {
+            while (next == null && records.hasNext()) {
+                Record r = records.next();
+                if (r.position() >= progress.read) {
+                    progress.read = r.position() + 1;
+                    if (progress.read % PROGRESS_EVERY == 0) {
+                        LOG.info("Inbox {}: {} records read, {} rejected so far", name, progress.read, progress.rejected);
+                    }
+                }
+                String problem = r.problem() != null ? r.problem() : Tasks.problem(r.task(), requiredFields);
+                if (problem != null) {
+                    progress.reject(new Record(r.position(), r.line(), null, problem, r.raw()));
+                } else if (r.position() > resumeAfter) {
+                    next = Tasks.toMessage((ObjectNode) r.task(), "file:" + name + ":" + r.line(),
+                            r.position());
+                }
+            }
+            return next != null;
+        }
+
+        @Override
+        public OutboundMessage next() {
+            if (!hasNext()) {
+                throw new NoSuchElementException();
+            }
+            OutboundMessage m = next;
+            next = null;
+            return m;
+        }
+    }
+
+    private static String rootMessage(Throwable e) {
+        Throwable t = e;
+        while (t.getCause() != null && (t instanceof UncheckedIOException || t.getMessage() == null)) {
+            t = t.getCause();
+        }
+        String msg = t.getMessage();
+        if (t instanceof java.nio.charset.CharacterCodingException) {
+            msg = "the file is not valid text in the configured charset (llmbatch.ingest.charset): " + t;
+        }
+        return msg;
+    }
+}

@@ -1,0 +1,304 @@
+package io.llmbatch.ingest;
+
+import java.io.IOException;
+import java.nio.charset.StandardCharsets;
+import java.security.MessageDigest;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Set;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.TimeoutException;
+
+import com.fasterxml.jackson.core.JsonProcessingException;
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.MappingIterator;
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import org.apache.camel.Exchange;
+import org.apache.camel.Message;
+import io.vertx.core.buffer.Buffer;
+import io.vertx.core.http.HttpServerRequest;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+import io.llmbatch.rabbit.ConfirmingPublisher;
+import io.llmbatch.rabbit.OutboundMessage;
+import io.llmbatch.rabbit.PublishException;
+
+/**
+ * The steps of the HTTP ingest routes: check the caller, parse and validate the whole body (nothing is
+ * published unless every message is good), publish with confirms, answer in JSON.
+ */
+public class HttpIngest {
+
+    private static final Logger LOG = LoggerFactory.getLogger(HttpIngest.class);
+    /** How many individual problems an error answer lists. */
+    private static final int MAX_DETAILS = 10;
+
+    private final ConfirmingPublisher publisher;
+    private final String tasksQueue;
+    private final Set<String> allowedQueues;
+    private final List<String> requiredFields;
+    private final long maxBody;
+    private final byte[] token;
+    /** A client that stops sending mid-body gets 408 after this long. */
+    private final long bodyTimeoutMillis = 120_000;
+
+    public HttpIngest(ConfirmingPublisher publisher, String tasksQueue, Set<String> allowedQueues,
+                      List<String> requiredFields, long maxBody, String token) {
+        this.publisher = publisher;
+        this.tasksQueue = tasksQueue;
+        this.allowedQueues = Set.copyOf(allowedQueues);
+        this.requiredFields = List.copyOf(requiredFields);
+        this.maxBody = maxBody;
+        this.token = token == null || token.isBlank() ? null : token.getBytes(StandardCharsets.UTF_8);
+    }
+
+    /** Messages parsed from one request, all valid, bound for one queue. */
+    public record Batch(String queue, List<OutboundMessage> messages) {
+    }
+
+    /** Refuses the request (401) when an ingest token is configured and the caller did not present it. */
+    public void authorize(Exchange exchange) {
+        if (token == null) {
+            return;
+        }
+        String auth = exchange.getMessage().getHeader("Authorization", String.class);
+        byte[] presented = auth != null && auth.regionMatches(true, 0, "Bearer ", 0, 7)
+                ? auth.substring(7).trim().getBytes(StandardCharsets.UTF_8) : null;
+        if (presented == null || !MessageDigest.isEqual(token, presented)) {
+            throw new IngestException(401, auth == null
+                    ? "missing Authorization: Bearer <token> header (llmbatch.ingest.token is set)"
+                    : "invalid ingest token");
+        }
+    }
+
+    /**
+     * Reads the request body (the routes use {@code useBodyHandler=false}, so the body arrives as the paused
+     * Vert.x request): whatever its Content-Type, and never more than {@code llmbatch.ingest.max-body} bytes
+     * into memory. Runs on a Vert.x worker thread, so waiting here does not block the event loop.
+     */
+    public byte[] readBody(Exchange exchange) throws Exception {
+        HttpServerRequest request = exchange.getMessage().getBody(HttpServerRequest.class);
+        if (request == null) { // not served by Vert.x (e.g. a test sending bytes directly)
+            return exchange.getMessage().getMandatoryBody(byte[].class);
+        }
+        String length = request.getHeader("Content-Length");
+        if (length != null && length.matches("\\d{1,18}")) {
+            checkSize(Long.parseLong(length));
+        }
+        CompletableFuture<Buffer> done = new CompletableFuture<>();
+        Buffer body = Buffer.buffer();
+        long[] received = {0};
+        request.handler(chunk -> {
+            received[0] += chunk.length();
+            if (received[0] <= maxBody) { // past the limit keep draining, but store nothing more
+                body.appendBuffer(chunk);
+            }
+        });
+        request.exceptionHandler(done::completeExceptionally);
+        request.endHandler(v -> done.complete(body));
+        request.resume();
+        try {
+            done.get(bodyTimeoutMillis, TimeUnit.MILLISECONDS);
+        } catch (TimeoutException e) {
+            throw new IngestException(408, "the request body did not arrive within " + bodyTimeoutMillis + " ms");
+        } catch (ExecutionException e) {
+            throw new IngestException(400, "cannot read the request body: " + e.getCause().getMessage());
+        }
+        checkSize(received[0]);
+        return body.getBytes();
+    }
+
+    /** {@code POST /send_workq_message/}: the seed's RabbitAgent payload. */
+    public Batch parseWorkqMessage(byte[] body) {
+        JsonNode root = readDocument(body);
+        if (!root.isObject()) {
+            throw new IngestException(400, "expected a JSON object with 'queue' and 'message_list', got " + Tasks.typeOf(root));
+        }
+        String queue = optionalText(root, "queue");
+        String routingKey = optionalText(root, "routing_key");
+        optionalText(root, "rabbit");
+        JsonNode durable = root.get("durable");
+        if (durable != null && !durable.isBoolean()) {
+            throw new IngestException(400, "'durable' must be true or false, got " + Tasks.typeOf(durable));
+        }
+        if (queue == null) {
+            queue = routingKey;
+        } else if (routingKey != null && !routingKey.equals(queue)) {
+            throw new IngestException(400, "'routing_key' (" + routingKey + ") differs from 'queue' (" + queue
+                                            + "): messages go through the default exchange, so both must name the queue");
+        }
+        if (queue == null || queue.isBlank()) {
+            throw new IngestException(400, "missing 'queue': the name of the queue to publish to");
+        }
+        checkAllowed(queue);
+        JsonNode list = root.get("message_list");
+        if (list == null || !list.isArray()) {
+            throw new IngestException(400, "'message_list' must be a JSON array of messages, got "
+                                            + (list == null ? "nothing" : Tasks.typeOf(list)));
+        }
+        // the seed's agent carries any message kind (tasks or results): only the envelope rules apply here
+        return validate(queue, list, "message_list", List.of());
+    }
+
+    /** {@code POST /api/tasks}: a JSON array of tasks, or NDJSON (one task object per line). */
+    public Batch parseTasks(byte[] body) {
+        checkSize(body.length);
+        int first = 0;
+        while (first < body.length && Character.isWhitespace(body[first])) {
+            first++;
+        }
+        if (first == body.length) {
+            throw new IngestException(400, "empty body: expected a JSON array of tasks or NDJSON, one task per line");
+        }
+        if (body[first] == '[') {
+            return validate(tasksQueue, readDocument(body), "tasks", requiredFields);
+        }
+        List<OutboundMessage> messages = new ArrayList<>();
+        List<String> problems = new ArrayList<>();
+        int bad = 0;
+        try (MappingIterator<JsonNode> it = Tasks.JSON.readerFor(JsonNode.class).readValues(body)) {
+            while (it.hasNextValue()) {
+                int line = it.getParser().currentTokenLocation().getLineNr();
+                JsonNode task = it.nextValue();
+                String problem = Tasks.problem(task, requiredFields);
+                if (problem != null) {
+                    if (bad++ < MAX_DETAILS) {
+                        problems.add("line " + line + ": " + problem);
+                    }
+                } else if (bad == 0) {
+                    messages.add(Tasks.toMessage((ObjectNode) task, "http", messages.size()));
+                }
+            }
+        } catch (IOException e) {
+            throw new IngestException(400, Tasks.describe(e));
+        }
+        return batchOrReject(tasksQueue, messages, problems, bad);
+    }
+
+    /** Publishes the batch and waits until the broker confirmed every message. */
+    public ConfirmingPublisher.Confirmed publish(Batch batch) {
+        return publisher.publish(batch.queue(), batch.messages().iterator(), null);
+    }
+
+    /** {@code 200 {"queue": q, "published": n}} once every message is confirmed. */
+    public String accepted(ConfirmingPublisher.Confirmed confirmed, Exchange exchange) {
+        LOG.info("Published {} message(s) to {} (confirmed)", confirmed.count(), confirmed.queue());
+        Map<String, Object> answer = new LinkedHashMap<>();
+        answer.put("queue", confirmed.queue());
+        answer.put("published", confirmed.count());
+        return respond(exchange, 200, answer);
+    }
+
+    /** Turns the exception the route caught into a JSON error answer with the right status. */
+    public String failed(Exchange exchange) {
+        Exception e = exchange.getProperty(Exchange.EXCEPTION_CAUGHT, Exception.class);
+        Map<String, Object> answer = new LinkedHashMap<>();
+        int status;
+        if (e instanceof IngestException ie) {
+            status = ie.status();
+            answer.put("error", ie.getMessage());
+            if (!ie.details().isEmpty()) {
+                answer.put("details", ie.details());
+            }
+        } else if (e instanceof PublishException pe) {
+            status = 503;
+            answer.put("error", "broker unavailable: " + pe.getMessage());
+            answer.put("queue", pe.queue());
+            answer.put("published", pe.confirmed());
+            LOG.warn("Ingest to {} failed, {} message(s) confirmed: {}", pe.queue(), pe.confirmed(), pe.getMessage());
+        } else {
+            status = 500;
+            answer.put("error", "internal error: " + e);
+            LOG.error("Ingest failed unexpectedly", e);
+        }
+        answer.put("status", status);
+        String json = respond(exchange, status, answer);
+        if (status == 401) {
+            exchange.getMessage().setHeader("WWW-Authenticate", "Bearer");
+        }
+        return json;
+    }
+
+    private String respond(Exchange exchange, int status, Map<String, Object> answer) {
+        Message msg = exchange.getMessage();
+        // never echo request headers (Authorization) back to the caller
+        msg.getHeaders().clear();
+        msg.setHeader(Exchange.HTTP_RESPONSE_CODE, status);
+        msg.setHeader(Exchange.CONTENT_TYPE, "application/json");
+        try {
+            return Tasks.JSON.writeValueAsString(answer);
+        } catch (JsonProcessingException e) {
+            throw new IllegalStateException(e);
+        }
+    }
+
+    private Batch validate(String queue, JsonNode array, String name, List<String> required) {
+        if (!array.isArray()) {
+            throw new IngestException(400, "expected a JSON array of tasks, got " + Tasks.typeOf(array));
+        }
+        List<OutboundMessage> messages = new ArrayList<>(array.size());
+        List<String> problems = new ArrayList<>();
+        int bad = 0;
+        for (int i = 0; i < array.size(); i++) {
+            JsonNode task = array.get(i);
+            String problem = Tasks.problem(task, required);
+            if (problem != null) {
+                if (bad++ < MAX_DETAILS) {
+                    problems.add(name + "[" + i + "]: " + problem);
+                }
+            } else if (bad == 0) {
+                messages.add(Tasks.toMessage((ObjectNode) task, "http", i));
+            }
+        }
+        return batchOrReject(queue, messages, problems, bad);
+    }
+
+    private static Batch batchOrReject(String queue, List<OutboundMessage> messages, List<String> problems, int bad) {
+        if (bad > 0) {
+            throw new IngestException(400, bad + " invalid message(s), nothing was published", problems);
+        }
+        return new Batch(queue, messages);
+    }
+
+    private void checkAllowed(String queue) {
+        if (!allowedQueues.contains(queue)) {
+            throw new IngestException(403, "queue '" + queue + "' is not in llmbatch.ingest.allowed-queues");
+        }
+    }
+
+    private void checkSize(long bytes) {
+        if (bytes > maxBody) {
+            throw new IngestException(413, "body of " + bytes + " bytes exceeds llmbatch.ingest.max-body ("
+                                            + maxBody + " bytes)");
+        }
+    }
+
+    private JsonNode readDocument(byte[] body) {
+        checkSize(body.length);
+        try {
+            JsonNode root = Tasks.JSON.readTree(body);
+            if (root == null || root.isMissingNode()) {
+                throw new IngestException(400, "empty body: expected JSON");
+            }
+            return root;
+        } catch (IOException e) {
+            throw new IngestException(400, Tasks.describe(e));
+        }
+    }
+
+    private static String optionalText(JsonNode root, String field) {
+        JsonNode value = root.get(field);
+        if (value == null || value.isNull()) {
+            return null;
+        }
+        if (!value.isTextual()) {
+            throw new IngestException(400, "'" + field + "' must be a string, got " + Tasks.typeOf(value));
+        }
+        return value.asText();
+    }
+}

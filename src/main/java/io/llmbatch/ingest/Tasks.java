@@ -1,0 +1,121 @@
+package io.llmbatch.ingest;
+
+import java.io.IOException;
+import java.io.UncheckedIOException;
+import java.nio.charset.StandardCharsets;
+import java.security.MessageDigest;
+import java.security.NoSuchAlgorithmException;
+import java.util.HexFormat;
+import java.util.List;
+
+import com.fasterxml.jackson.core.JsonLocation;
+import com.fasterxml.jackson.core.JsonParser;
+import com.fasterxml.jackson.core.JsonProcessingException;
+import com.fasterxml.jackson.databind.DeserializationFeature;
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.cfg.JsonNodeFeature;
+import com.fasterxml.jackson.databind.node.ObjectNode;
+
+import io.llmbatch.rabbit.OutboundMessage;
+
+/** Task JSON: strict parsing, validation and the {@code message_id} rule, shared by every ingest path. */
+public final class Tasks {
+
+    /** Strict: duplicate keys and trailing garbage are errors; decimals keep their exact digits. */
+    public static final ObjectMapper JSON = new ObjectMapper()
+            .enable(JsonParser.Feature.STRICT_DUPLICATE_DETECTION)
+            .enable(DeserializationFeature.FAIL_ON_TRAILING_TOKENS)
+            .enable(DeserializationFeature.USE_BIG_DECIMAL_FOR_FLOATS);
+
+    /** Sorted keys, no whitespace: the form hashed into a {@code message_id}. */
+    private static final ObjectMapper CANONICAL = JSON.copy().configure(JsonNodeFeature.WRITE_PROPERTIES_SORTED, true);
+
+    public static final String TASK_ID = "task_id";
+
+    private Tasks() {
+    }
+
+    /**
+     * The AMQP {@code message_id} of a task: its {@code task_id} when present, else the lowercase hex SHA-256 of
+     * its canonical JSON (keys sorted at every level, no whitespace, UTF-8), so the same task sent twice gets
+     * the same id.
+     */
+    public static String messageId(ObjectNode task) {
+        JsonNode id = task.get(TASK_ID);
+        if (id != null && !id.isNull()) {
+            return id.asText();
+        }
+        try {
+            byte[] digest = MessageDigest.getInstance("SHA-256").digest(CANONICAL.writeValueAsBytes(task));
+            return HexFormat.of().formatHex(digest);
+        } catch (NoSuchAlgorithmException | JsonProcessingException e) {
+            throw new IllegalStateException(e);
+        }
+    }
+
+    /**
+     * What is wrong with one task, or {@code null} when it can be published: it must be a JSON object, its
+     * {@code task_id} (if any) a non-empty string or an integer, and each required field a non-blank string
+     * or a number.
+     */
+    public static String problem(JsonNode task, List<String> requiredFields) {
+        if (!task.isObject()) {
+            return "expected a JSON object, got " + typeOf(task);
+        }
+        JsonNode id = task.get(TASK_ID);
+        if (id != null && !(id.isIntegralNumber() || id.isTextual() && !id.asText().isBlank())) {
+            return "task_id must be a non-empty string or an integer, got " + typeOf(id);
+        }
+        for (String field : requiredFields) {
+            JsonNode value = task.get(field);
+            if (value == null) {
+                return "missing required field '" + field + "'";
+            }
+            if (!(value.isTextual() || value.isNumber())) {
+                return "field '" + field + "' must be a string, got " + typeOf(value);
+            }
+            if (value.asText().isBlank()) {
+                return "required field '" + field + "' is empty";
+            }
+        }
+        return null;
+    }
+
+    /** A checked task as the message to publish (compact JSON, fields in their original order). */
+    public static OutboundMessage toMessage(ObjectNode task, String source, long position) {
+        try {
+            return new OutboundMessage(JSON.writeValueAsBytes(task), messageId(task), source, position);
+        } catch (JsonProcessingException e) {
+            throw new UncheckedIOException(e);
+        }
+    }
+
+    /** "malformed JSON at line 3, column 7: Unexpected character ..." without Jackson's source dump. */
+    public static String describe(IOException e) {
+        if (e instanceof JsonProcessingException jpe) {
+            JsonLocation loc = jpe.getLocation();
+            String where = loc == null ? "" : " at line " + loc.getLineNr() + ", column " + loc.getColumnNr();
+            String what = jpe.getOriginalMessage().replaceAll("\\[Source: [^;\\]]*; ", "[");
+            int nl = what.indexOf('\n');
+            return "malformed JSON" + where + ": " + (nl > 0 ? what.substring(0, nl) : what);
+        }
+        return "cannot read input: " + e.getMessage();
+    }
+
+    public static String typeOf(JsonNode node) {
+        return switch (node.getNodeType()) {
+            case OBJECT -> "an object";
+            case ARRAY -> "an array";
+            case STRING -> "a string";
+            case NUMBER -> "a number";
+            case BOOLEAN -> "a boolean";
+            case NULL -> "null";
+            default -> node.getNodeType().name().toLowerCase();
+        };
+    }
+
+    static byte[] utf8(String s) {
+        return s.getBytes(StandardCharsets.UTF_8);
+    }
+}
