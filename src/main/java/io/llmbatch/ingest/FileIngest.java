@@ -23,6 +23,7 @@ import java.util.List;
 import java.util.Locale;
 import java.util.Map;
 import java.util.NoSuchElementException;
+import java.util.TreeSet;
 
 import com.fasterxml.jackson.core.JsonParser;
 import com.fasterxml.jackson.core.JsonToken;
@@ -110,8 +111,8 @@ public class FileIngest {
                         throw new FileIngestException("stopped while the broker was failing: " + e.getMessage(),
                                 progress.published(), e);
                     }
-                    LOG.warn("Inbox {}: broker failure after {} confirmed task(s); resuming after record {} in {} s: {}",
-                            name, progress.published(), progress.confirmed + 1, backoff / 1000, e.getMessage());
+                    LOG.warn("Inbox {}: broker failure after {} confirmed task(s); resuming with the unconfirmed ones in {} s: {}",
+                            name, progress.published(), backoff / 1000, e.getMessage());
                     sleep(backoff);
                     backoff = Math.min(backoff * 2, MAX_BACKOFF_MILLIS);
                 }
@@ -336,7 +337,7 @@ public class FileIngest {
             more = null;
             long line = parser.currentTokenLocation().getLineNr();
             try {
-                JsonNode node = Tasks.JSON.readTree(parser);
+                JsonNode node = Tasks.STREAM.readTree(parser);
                 return new Record(position++, line, node, null, node.toString());
             } catch (IOException e) {
                 throw new UncheckedIOException(new IOException(Tasks.describe(e), e));
@@ -351,24 +352,38 @@ public class FileIngest {
 
     // ---- records to messages ------------------------------------------------------------------------------
 
-    /** Where a file stands: records read, rejects written, the last confirmed position (survives a resume). */
+    /**
+     * Where a file stands, across resumes: records read, rejects written, and which positions are done (confirmed
+     * by the broker or rejected), kept as a contiguous prefix plus the few done positions beyond it.
+     */
     private static final class Progress {
         final Path rejectsPath;
         BufferedWriter rejects;
         long read;
         long rejected;
-        long lastRejectPosition = -1;
-        /** Position of the last record whose message, and every one before it, the broker confirmed. */
-        long confirmed = -1;
         long published;
+        /** Every position up to this one is done. */
+        long doneThrough = -1;
+        final TreeSet<Long> doneBeyond = new TreeSet<>();
 
         Progress(Path rejectsPath) {
             this.rejectsPath = rejectsPath;
         }
 
+        boolean isDone(long position) {
+            return position <= doneThrough || doneBeyond.contains(position);
+        }
+
         void confirmed(long position) {
-            confirmed = position;
             published++;
+            done(position);
+        }
+
+        private void done(long position) {
+            doneBeyond.add(position);
+            while (doneBeyond.remove(doneThrough + 1)) {
+                doneThrough++;
+            }
         }
 
         long published() {
@@ -376,9 +391,6 @@ public class FileIngest {
         }
 
         void reject(Record r) {
-            if (r.position() <= lastRejectPosition) {
-                return; // already written before a resume
-            }
             try {
                 if (rejects == null) {
                     Files.createDirectories(rejectsPath.getParent());
@@ -392,7 +404,7 @@ public class FileIngest {
                 rejects.write(Tasks.JSON.writeValueAsString(line));
                 rejects.newLine();
                 rejected++;
-                lastRejectPosition = r.position();
+                done(r.position());
             } catch (IOException e) {
                 throw new UncheckedIOException("cannot write rejects file " + rejectsPath, e);
             }
@@ -414,14 +426,12 @@ public class FileIngest {
         private final Records records;
         private final String name;
         private final Progress progress;
-        private final long resumeAfter;
         private OutboundMessage next;
 
         TaskMessages(Records records, String name, Progress progress) {
             this.records = records;
             this.name = name;
             this.progress = progress;
-            this.resumeAfter = progress.confirmed;
         }
 
         @Override
@@ -434,10 +444,13 @@ public class FileIngest {
                         LOG.info("Inbox {}: {} records read, {} rejected so far", name, progress.read, progress.rejected);
                     }
                 }
+                if (progress.isDone(r.position())) {
+                    continue; // confirmed or rejected before a resume
+                }
                 String problem = r.problem() != null ? r.problem() : Tasks.problem(r.task(), requiredFields);
                 if (problem != null) {
                     progress.reject(new Record(r.position(), r.line(), null, problem, r.raw()));
-                } else if (r.position() > resumeAfter) {
+                } else {
                     next = Tasks.toMessage((ObjectNode) r.task(), "file:" + name + ":" + r.line(),
                             r.position());
                 }

@@ -101,6 +101,9 @@ public class HttpIngest {
         });
         request.exceptionHandler(done::completeExceptionally);
         request.endHandler(v -> done.complete(body));
+        if ("100-continue".equalsIgnoreCase(request.getHeader("Expect"))) {
+            request.response().writeContinue(); // curl waits a second for this before sending a large body
+        }
         request.resume();
         try {
             done.get(bodyTimeoutMillis, TimeUnit.MILLISECONDS);

@@ -2,7 +2,6 @@ package io.llmbatch.ingest;
 
 import java.io.IOException;
 import java.io.UncheckedIOException;
-import java.nio.charset.StandardCharsets;
 import java.security.MessageDigest;
 import java.security.NoSuchAlgorithmException;
 import java.util.HexFormat;
@@ -14,6 +13,7 @@ import com.fasterxml.jackson.core.JsonProcessingException;
 import com.fasterxml.jackson.databind.DeserializationFeature;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.ObjectReader;
 import com.fasterxml.jackson.databind.cfg.JsonNodeFeature;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 
@@ -27,6 +27,9 @@ public final class Tasks {
             .enable(JsonParser.Feature.STRICT_DUPLICATE_DETECTION)
             .enable(DeserializationFeature.FAIL_ON_TRAILING_TOKENS)
             .enable(DeserializationFeature.USE_BIG_DECIMAL_FOR_FLOATS);
+
+    /** For values read one at a time from a stream (a .json file's array), where more content follows each value. */
+    public static final ObjectReader STREAM = JSON.reader().without(DeserializationFeature.FAIL_ON_TRAILING_TOKENS);
 
     /** Sorted keys, no whitespace: the form hashed into a {@code message_id}. */
     private static final ObjectMapper CANONICAL = JSON.copy().configure(JsonNodeFeature.WRITE_PROPERTIES_SORTED, true);
@@ -113,9 +116,5 @@ public final class Tasks {
             case NULL -> "null";
             default -> node.getNodeType().name().toLowerCase();
         };
-    }
-
-    static byte[] utf8(String s) {
-        return s.getBytes(StandardCharsets.UTF_8);
     }
 }

@@ -55,8 +55,8 @@ public class ConfirmingPublisher {
      * Declares {@code queue} (durable, once per process) and publishes every message, holding at most the
      * window unconfirmed.
      *
-     * @param  onConfirmed      told the {@link OutboundMessage#position()} of each message confirmed, in order
-     *                          (every earlier message is confirmed too); may be {@code null}
+     * @param  onConfirmed      told the {@link OutboundMessage#position()} of each message the broker confirmed,
+     *                          once per message, also when the publish fails later; may be {@code null}
      * @throws PublishException when any message was not confirmed; it says how many were
      */
     public Confirmed publish(String queue, Iterator<OutboundMessage> messages, PositionListener onConfirmed) {
@@ -70,8 +70,8 @@ public class ConfirmingPublisher {
             long sent = 0;
             long confirmed = 0;
             try {
-                while (messages.hasNext()) {
-                    OutboundMessage m = messages.next();
+                OutboundMessage m;
+                while ((m = nextOrNull(messages, pending, onConfirmed)) != null) {
                     CorrelationData correlation = new CorrelationData(Long.toString(sent));
                     ops.send("", queue, toAmqp(m), correlation);
                     pending.add(new Pending(correlation, m.position()));
@@ -86,9 +86,19 @@ public class ConfirmingPublisher {
                     confirmed++;
                 }
                 return new Confirmed(queue, confirmed);
+            } catch (SourceFailure e) {
+                throw (RuntimeException) e.getCause();
             } catch (RuntimeException e) {
                 // acks that arrived for later messages still count: report every message known to be stored
-                long alsoConfirmed = pending.stream().filter(Pending::isAcked).count();
+                long alsoConfirmed = 0;
+                for (Pending p : pending) {
+                    if (p.isAcked()) {
+                        alsoConfirmed++;
+                        if (onConfirmed != null) {
+                            onConfirmed.confirmed(p.position);
+                        }
+                    }
+                }
                 declared.remove(queue); // the queue may have been deleted; declare again next time
                 throw new PublishException(queue, confirmed + alsoConfirmed, sent,
                         describe(e) + " (" + (confirmed + alsoConfirmed) + " of " + sent + " sent messages confirmed)", e);
@@ -96,15 +106,49 @@ public class ConfirmingPublisher {
         });
     }
 
-    /** Told the position of the last message confirmed so far. */
+    /**
+     * The next message of the source. When the source itself fails (a file turns out unreadable), the messages
+     * already sent are still awaited, so the caller's confirmed count is right, and the source's exception
+     * propagates as it is: it is not a broker failure and must not be retried as one.
+     */
+    private OutboundMessage nextOrNull(Iterator<OutboundMessage> messages, ArrayDeque<Pending> pending,
+                                       PositionListener onConfirmed) {
+        try {
+            return messages.hasNext() ? messages.next() : null;
+        } catch (RuntimeException sourceFailure) {
+            try {
+                while (!pending.isEmpty()) {
+                    await("", pending.poll(), onConfirmed);
+                }
+            } catch (RuntimeException e) {
+                sourceFailure.addSuppressed(e);
+            }
+            throw new SourceFailure(sourceFailure);
+        }
+    }
+
+    /** Carries a failure of the message source through the broker-failure handling untouched. */
+    private static final class SourceFailure extends RuntimeException {
+        SourceFailure(RuntimeException cause) {
+            super(cause);
+        }
+    }
+
+    /** Told the position of each message the broker confirmed. */
     @FunctionalInterface
     public interface PositionListener {
         void confirmed(long position);
     }
 
+    /**
+     * Makes sure the queue exists before publishing to it (a publish to a missing queue would be dropped): an
+     * existing queue is used as it is, whatever arguments it was declared with; a missing one is declared durable.
+     */
     public void declare(String queue) {
         if (!declared.contains(queue)) {
-            admin.declareQueue(new Queue(queue, true, false, false, queueArguments));
+            if (admin.getQueueProperties(queue) == null) {
+                admin.declareQueue(new Queue(queue, true, false, false, queueArguments));
+            }
             declared.add(queue);
         }
     }
@@ -126,7 +170,8 @@ public class ConfirmingPublisher {
                                             + p.correlation.getReturned().getReplyText());
         }
         if (!confirm.isAck()) {
-            throw new IllegalStateException("broker refused the message: " + confirm.getReason());
+            throw new IllegalStateException("broker refused (nacked) the message"
+                                            + (confirm.getReason() == null ? "" : ": " + confirm.getReason()));
         }
         if (onConfirmed != null) {
             onConfirmed.confirmed(p.position);

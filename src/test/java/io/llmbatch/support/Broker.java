@@ -1,0 +1,63 @@
+package io.llmbatch.support;
+
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Map;
+
+import com.rabbitmq.client.Channel;
+import com.rabbitmq.client.Connection;
+import com.rabbitmq.client.ConnectionFactory;
+import com.rabbitmq.client.GetResponse;
+
+/** A plain AMQP client for tests: prepares queues and reads back exactly what the app published. */
+public final class Broker implements AutoCloseable {
+
+    private final Connection connection;
+    private final Channel channel;
+
+    public Broker() throws Exception {
+        ConnectionFactory cf = new ConnectionFactory();
+        cf.setUri(RabbitMQRequired.URL);
+        if (cf.getVirtualHost().isEmpty()) {
+            cf.setVirtualHost("/");
+        }
+        connection = cf.newConnection("llm-batch tests");
+        channel = connection.createChannel();
+    }
+
+    /** Deletes the queues so each test starts from nothing. */
+    public Broker reset(String... queues) throws Exception {
+        for (String q : queues) {
+            channel.queueDelete(q);
+        }
+        return this;
+    }
+
+    public void declare(String queue, Map<String, Object> arguments) throws Exception {
+        channel.queueDeclare(queue, true, false, false, arguments);
+    }
+
+    /** Number of ready messages, or -1 when the queue does not exist. */
+    public long count(String queue) throws Exception {
+        try (Channel ch = connection.createChannel()) {
+            return ch.queueDeclarePassive(queue).getMessageCount();
+        } catch (java.io.IOException e) {
+            return -1;
+        }
+    }
+
+    /** Takes (and acknowledges) every message in the queue, in order. */
+    public List<GetResponse> drain(String queue) throws Exception {
+        List<GetResponse> all = new ArrayList<>();
+        GetResponse r;
+        while ((r = channel.basicGet(queue, true)) != null) {
+            all.add(r);
+        }
+        return all;
+    }
+
+    @Override
+    public void close() throws Exception {
+        connection.close();
+    }
+}
