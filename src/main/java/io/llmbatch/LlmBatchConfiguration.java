@@ -1,6 +1,9 @@
 package io.llmbatch;
 
+import java.io.IOException;
 import java.net.InetAddress;
+import java.net.InetSocketAddress;
+import java.net.ServerSocket;
 import java.nio.charset.Charset;
 import java.util.Arrays;
 import java.util.LinkedHashSet;
@@ -52,8 +55,18 @@ public class LlmBatchConfiguration implements CamelConfiguration {
     @PropertyInject(value = "llmbatch.ingest.confirm-window", defaultValue = "1000")
     int confirmWindow;
 
+    @PropertyInject(value = "camel.server.enabled", defaultValue = "false")
+    boolean httpEnabled;
+    @PropertyInject(value = "camel.server.host", defaultValue = "0.0.0.0")
+    String httpHost;
+    @PropertyInject(value = "camel.server.port", defaultValue = "8080")
+    int httpPort;
+
     @Override
     public void configure(CamelContext camelContext) throws Exception {
+        if (httpEnabled) {
+            requirePortFree(httpHost, httpPort);
+        }
         Registry registry = camelContext.getRegistry();
         CachingConnectionFactory connectionFactory = connectionFactory();
         registry.bind("rabbitConnectionFactory", connectionFactory);
@@ -95,6 +108,23 @@ public class LlmBatchConfiguration implements CamelConfiguration {
         cf.setConnectionNameStrategy(f -> name);
         LOG.info("RabbitMQ at {} (roles: {})", RabbitUrls.mask(rabbitUrl), Roles.parse(roles));
         return cf;
+    }
+
+    /**
+     * Camel 4.17's Vert.x server only logs a warning when its port is taken and the app would run deaf: fail
+     * the start instead, naming the setting to change (several processes on one machine need one port each).
+     */
+    static void requirePortFree(String host, int port) {
+        if (port == 0) {
+            return;
+        }
+        try (ServerSocket probe = new ServerSocket()) {
+            probe.setReuseAddress(true);
+            probe.bind(new InetSocketAddress(host, port));
+        } catch (IOException e) {
+            throw new IllegalStateException("cannot serve HTTP on " + host + ":" + port + " (" + e.getMessage()
+                                            + "): another process listens there; give this one its own -Dcamel.server.port=...", e);
+        }
     }
 
     private static List<String> list(String commaList) {
