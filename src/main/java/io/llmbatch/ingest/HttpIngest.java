@@ -161,26 +161,16 @@ public class HttpIngest {
         if (body[first] == '[') {
             return validate(tasksQueue, readDocument(body), "tasks", requiredFields);
         }
-        List<OutboundMessage> messages = new ArrayList<>();
-        List<String> problems = new ArrayList<>();
-        int bad = 0;
+        Checked checked = new Checked(requiredFields);
         try (MappingIterator<JsonNode> it = Tasks.JSON.readerFor(JsonNode.class).readValues(body)) {
             while (it.hasNextValue()) {
-                int line = it.getParser().currentTokenLocation().getLineNr();
-                JsonNode task = it.nextValue();
-                String problem = Tasks.problem(task, requiredFields);
-                if (problem != null) {
-                    if (bad++ < MAX_DETAILS) {
-                        problems.add("line " + line + ": " + problem);
-                    }
-                } else if (bad == 0) {
-                    messages.add(Tasks.toMessage((ObjectNode) task, "http", messages.size()));
-                }
+                String where = "line " + it.getParser().currentTokenLocation().getLineNr();
+                checked.add(where, it.nextValue());
             }
         } catch (IOException e) {
             throw new IngestException(400, Tasks.describe(e));
         }
-        return batchOrReject(tasksQueue, messages, problems, bad);
+        return checked.toBatch(tasksQueue);
     }
 
     /** Publishes the batch and waits until the broker confirmed every message. */
@@ -244,28 +234,41 @@ public class HttpIngest {
         if (!array.isArray()) {
             throw new IngestException(400, "expected a JSON array of tasks, got " + Tasks.typeOf(array));
         }
-        List<OutboundMessage> messages = new ArrayList<>(array.size());
-        List<String> problems = new ArrayList<>();
-        int bad = 0;
+        Checked checked = new Checked(required);
         for (int i = 0; i < array.size(); i++) {
-            JsonNode task = array.get(i);
+            checked.add(name + "[" + i + "]", array.get(i));
+        }
+        return checked.toBatch(queue);
+    }
+
+    /** Messages of one request, checked one by one; the request is refused as a whole if any is bad. */
+    private static final class Checked {
+        private final List<String> required;
+        private final List<OutboundMessage> messages = new ArrayList<>();
+        private final List<String> problems = new ArrayList<>();
+        private int bad;
+
+        Checked(List<String> required) {
+            this.required = required;
+        }
+
+        void add(String where, JsonNode task) {
             String problem = Tasks.problem(task, required);
             if (problem != null) {
                 if (bad++ < MAX_DETAILS) {
-                    problems.add(name + "[" + i + "]: " + problem);
+                    problems.add(where + ": " + problem);
                 }
-            } else if (bad == 0) {
-                messages.add(Tasks.toMessage((ObjectNode) task, "http", i));
+            } else if (bad == 0) { // once refused, stop building messages
+                messages.add(Tasks.toMessage((ObjectNode) task, "http", messages.size()));
             }
         }
-        return batchOrReject(queue, messages, problems, bad);
-    }
 
-    private static Batch batchOrReject(String queue, List<OutboundMessage> messages, List<String> problems, int bad) {
-        if (bad > 0) {
-            throw new IngestException(400, bad + " invalid message(s), nothing was published", problems);
+        Batch toBatch(String queue) {
+            if (bad > 0) {
+                throw new IngestException(400, bad + " invalid message(s), nothing was published", problems);
+            }
+            return new Batch(queue, messages);
         }
-        return new Batch(queue, messages);
     }
 
     private void checkAllowed(String queue) {
