@@ -19,9 +19,21 @@ import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 import org.springframework.amqp.rabbit.connection.CachingConnectionFactory;
 import org.springframework.amqp.rabbit.core.RabbitAdmin;
+import org.springframework.amqp.rabbit.config.RetryInterceptorBuilder;
 import org.springframework.amqp.rabbit.core.RabbitTemplate;
+import org.springframework.amqp.rabbit.retry.ImmediateRequeueMessageRecoverer;
+
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.Locale;
 
 import io.llmbatch.ingest.FileIngest;
+import io.llmbatch.llm.Backend;
+import io.llmbatch.llm.LlmGateway;
+import io.llmbatch.worker.Gpu;
+import io.llmbatch.worker.PromptTemplate;
+import io.llmbatch.worker.Worker;
+import io.llmbatch.worker.WorkerControl;
 import io.llmbatch.ingest.HttpIngest;
 import io.llmbatch.rabbit.ConfirmingPublisher;
 import io.llmbatch.rabbit.RabbitUrls;
@@ -54,6 +66,43 @@ public class LlmBatchConfiguration implements CamelConfiguration {
     String charset;
     @PropertyInject(value = "llmbatch.ingest.confirm-window", defaultValue = "1000")
     int confirmWindow;
+
+    @PropertyInject("llmbatch.queue.results")
+    String resultsQueue;
+    @PropertyInject("llmbatch.queue.tasks-dlq")
+    String tasksDeadLetterQueue;
+    @PropertyInject(value = "llmbatch.llm.endpoints", defaultValue = "")
+    String llmEndpoints;
+    @PropertyInject(value = "llmbatch.llm.api", defaultValue = "chatglm")
+    String llmApi;
+    @PropertyInject(value = "llmbatch.llm.model", defaultValue = "chatglm2_6b_int4")
+    String llmModel;
+    @PropertyInject(value = "llmbatch.llm.max-tokens", defaultValue = "512")
+    int llmMaxTokens;
+    @PropertyInject(value = "llmbatch.llm.temperature", defaultValue = "0.8")
+    double llmTemperature;
+    @PropertyInject(value = "llmbatch.llm.chatglm-max-length", defaultValue = "2048")
+    int llmChatglmMaxLength;
+    @PropertyInject(value = "llmbatch.llm.connect-timeout", defaultValue = "5000")
+    long llmConnectTimeout;
+    @PropertyInject(value = "llmbatch.llm.response-timeout", defaultValue = "120000")
+    long llmResponseTimeout;
+    @PropertyInject(value = "llmbatch.llm.max-attempts", defaultValue = "5")
+    int llmMaxAttempts;
+    @PropertyInject(value = "llmbatch.llm.cooldown", defaultValue = "10000")
+    long llmCooldown;
+    @PropertyInject(value = "llmbatch.llm.backoff", defaultValue = "500")
+    long llmBackoff;
+    @PropertyInject(value = "llmbatch.llm.balance", defaultValue = "least-busy")
+    String llmBalance;
+    @PropertyInject(value = "llmbatch.llm.probe-interval", defaultValue = "2000")
+    long llmProbeInterval;
+    @PropertyInject(value = "llmbatch.worker.prompt", defaultValue = "prompts/company_intro.txt")
+    String workerPrompt;
+    @PropertyInject(value = "llmbatch.worker.company-field", defaultValue = "ent_table_name")
+    String workerCompanyField;
+    @PropertyInject(value = "llmbatch.worker.gpu", defaultValue = "")
+    String workerGpu;
 
     @PropertyInject(value = "camel.server.enabled", defaultValue = "false")
     boolean httpEnabled;
@@ -89,6 +138,32 @@ public class LlmBatchConfiguration implements CamelConfiguration {
         registry.bind("httpIngest", new HttpIngest(publisher, tasksQueue, new LinkedHashSet<>(list(allowedQueues)),
                 required, maxBody, token));
         registry.bind("fileIngest", new FileIngest(publisher, tasksQueue, required, Charset.forName(charset), camelContext));
+
+        if (Roles.parse(roles).has(Roles.WORKER)) {
+            configureWorker(camelContext, registry, publisher);
+        }
+    }
+
+    private void configureWorker(CamelContext camelContext, Registry registry, ConfirmingPublisher publisher) throws Exception {
+        LlmGateway gateway = new LlmGateway(Backend.parseAll(llmEndpoints, llmApi), new LlmGateway.Settings(
+                llmModel, llmMaxTokens, llmTemperature, llmChatglmMaxLength, Duration.ofMillis(llmConnectTimeout),
+                Duration.ofMillis(llmResponseTimeout), llmMaxAttempts, llmCooldown, llmBackoff,
+                LlmGateway.Balance.valueOf(llmBalance.trim().toUpperCase(Locale.ROOT).replace('-', '_'))));
+        registry.bind("llmGateway", gateway);
+        PromptTemplate prompt = new PromptTemplate(Path.of(workerPrompt));
+        LOG.info("Worker: prompt {} with fields {}, LLM backends {} ({} slots, {}), model {}", prompt.path(), prompt.fields(),
+                gateway.backends(), gateway.totalSlots(), llmBalance, llmModel);
+        String host = InetAddress.getLocalHost().getHostName();
+        registry.bind("worker", new Worker(prompt, publisher, resultsQueue, tasksDeadLetterQueue, workerCompanyField, host,
+                Gpu.describe(workerGpu)));
+        // What escapes the worker route (every backend down, the broker failing) must go back to the queue. The
+        // spring-rabbitmq default with retries off is a recoverer that logs "dropped" and acknowledges: a lost task.
+        registry.bind("requeueOnFailure", RetryInterceptorBuilder.stateless().maxAttempts(1)
+                .recoverer(new ImmediateRequeueMessageRecoverer()).build());
+        WorkerControl control = new WorkerControl(camelContext, gateway, llmProbeInterval);
+        registry.bind("workerControl", control);
+        camelContext.addService(control, true, true);
+        publisher.declare(tasksDeadLetterQueue, false);
     }
 
     private CachingConnectionFactory connectionFactory() throws Exception {

@@ -88,7 +88,7 @@ public final class Tasks {
     /** A checked task as the message to publish (compact JSON, fields in their original order). */
     public static OutboundMessage toMessage(ObjectNode task, String source, long position) {
         try {
-            return new OutboundMessage(JSON.writeValueAsBytes(task), messageId(task), source, position);
+            return OutboundMessage.fromSource(JSON.writeValueAsBytes(task), messageId(task), source, position);
         } catch (JsonProcessingException e) {
             throw new UncheckedIOException(e);
         }

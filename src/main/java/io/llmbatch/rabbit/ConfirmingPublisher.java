@@ -47,6 +47,11 @@ public class ConfirmingPublisher {
         this.queueArguments = Map.copyOf(queueArguments);
     }
 
+    /** Publishes one message and returns once the broker confirmed it. */
+    public void publishOne(String queue, OutboundMessage message) {
+        publish(queue, java.util.List.of(message).iterator(), null);
+    }
+
     /** Outcome of a fully confirmed run. */
     public record Confirmed(String queue, long count) {
     }
@@ -153,6 +158,22 @@ public class ConfirmingPublisher {
         }
     }
 
+    /**
+     * Declares a queue at startup; when {@code required} is false an unreachable broker only logs (the first
+     * publish declares it again), so a process can start before its broker.
+     */
+    public void declare(String queue, boolean required) {
+        try {
+            declare(queue);
+        } catch (RuntimeException e) {
+            if (required) {
+                throw e;
+            }
+            org.slf4j.LoggerFactory.getLogger(ConfirmingPublisher.class)
+                    .warn("Cannot declare queue {} yet: {}", queue, describe(e));
+        }
+    }
+
     private void await(String queue, Pending p, PositionListener onConfirmed) {
         CorrelationData.Confirm confirm;
         try {
@@ -185,9 +206,7 @@ public class ConfirmingPublisher {
         props.setDeliveryMode(MessageDeliveryMode.PERSISTENT);
         props.setMessageId(m.messageId());
         props.setAppId("llm-batch");
-        if (m.source() != null) {
-            props.setHeader(SOURCE_HEADER, m.source());
-        }
+        m.headers().forEach(props::setHeader);
         return new Message(m.body(), props);
     }
 

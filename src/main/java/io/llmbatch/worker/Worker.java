@@ -1,0 +1,135 @@
+package io.llmbatch.worker;
+
+import java.io.IOException;
+import java.math.BigDecimal;
+import java.math.RoundingMode;
+import java.time.OffsetDateTime;
+import java.time.ZoneOffset;
+import java.util.LinkedHashMap;
+import java.util.Map;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import org.apache.camel.Exchange;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+import io.llmbatch.ingest.Tasks;
+import io.llmbatch.llm.LlmExceptions.LlmException;
+import io.llmbatch.llm.LlmGateway.Completion;
+import io.llmbatch.rabbit.ConfirmingPublisher;
+import io.llmbatch.rabbit.OutboundMessage;
+
+/**
+ * The steps of the worker route: parse the task, render its prompt, turn the LLM's completion into the result
+ * message and publish it with a confirm (the route finishing is what acknowledges the task), or dead-letter
+ * a task that can never succeed, with the reason in its headers.
+ */
+public class Worker {
+
+    private static final Logger LOG = LoggerFactory.getLogger(Worker.class);
+    static final String TASK = "llmbatchTask";
+    static final String STARTED_AT = "llmbatchStartedAt";
+    static final String MESSAGE_ID = "CamelSpringRabbitmqMessageId";
+
+    private final PromptTemplate prompt;
+    private final ConfirmingPublisher publisher;
+    private final String resultsQueue;
+    private final String deadLetterQueue;
+    private final String companyField;
+    private final String host;
+    private final String gpu;
+
+    public Worker(PromptTemplate prompt, ConfirmingPublisher publisher, String resultsQueue, String deadLetterQueue,
+                  String companyField, String host, String gpu) {
+        this.prompt = prompt;
+        this.publisher = publisher;
+        this.resultsQueue = resultsQueue;
+        this.deadLetterQueue = deadLetterQueue;
+        this.companyField = companyField;
+        this.host = host;
+        this.gpu = gpu;
+    }
+
+    /** Parses the task message; anything that is not a JSON object is a poison task. */
+    public ObjectNode parseTask(Exchange exchange) {
+        exchange.setProperty(STARTED_AT, OffsetDateTime.now(ZoneOffset.UTC));
+        byte[] body = exchange.getMessage().getBody(byte[].class);
+        JsonNode task;
+        try {
+            task = body == null ? null : Tasks.JSON.readTree(body);
+        } catch (IOException e) {
+            throw new PoisonTaskException("task is not valid JSON: " + Tasks.describe(e));
+        }
+        if (task == null || !task.isObject()) {
+            throw new PoisonTaskException("task must be a JSON object, got " + (task == null ? "nothing" : Tasks.typeOf(task)));
+        }
+        JsonNode company = task.get(companyField);
+        if (company == null || !company.isValueNode() || company.asText().isBlank()) {
+            throw new PoisonTaskException("task lacks '" + companyField + "' (llmbatch.worker.company-field), the company name");
+        }
+        exchange.setProperty(TASK, task);
+        return (ObjectNode) task;
+    }
+
+    /** The prompt for the task, from the template file. */
+    public String prompt(ObjectNode task) {
+        try {
+            return prompt.render(task);
+        } catch (PromptTemplate.MissingFieldException e) {
+            throw new PoisonTaskException(e.getMessage());
+        }
+    }
+
+    /** Publishes the result and returns once the broker confirmed it. */
+    public void publishResult(Completion completion, Exchange exchange) throws IOException {
+        ObjectNode task = exchange.getProperty(TASK, ObjectNode.class);
+        ObjectNode result = Tasks.JSON.createObjectNode();
+        result.put("company", task.get(companyField).asText());
+        result.put("intro", completion.text());
+        result.put("spends", BigDecimal.valueOf(completion.seconds()).setScale(3, RoundingMode.HALF_UP));
+        result.set("task", task);
+        result.put("model_name", completion.model());
+        result.put("worker_host", host);
+        result.put("gpu", gpu);
+        result.put("backend", completion.backend());
+        if (completion.promptTokens() != null) {
+            result.put("prompt_tokens", completion.promptTokens());
+        }
+        if (completion.completionTokens() != null) {
+            result.put("completion_tokens", completion.completionTokens());
+        }
+        result.put("started_at", exchange.getProperty(STARTED_AT, OffsetDateTime.class).toString());
+        result.put("finished_at", OffsetDateTime.now(ZoneOffset.UTC).toString());
+        result.put("attempts", completion.attempts());
+        String id = exchange.getMessage().getHeader(MESSAGE_ID, String.class);
+        publisher.publishOne(resultsQueue, new OutboundMessage(Tasks.JSON.writeValueAsBytes(result),
+                id != null ? id : Tasks.messageId(task), Map.of(ConfirmingPublisher.SOURCE_HEADER, "worker:" + host), 0));
+    }
+
+    /**
+     * Publishes the task as received to the dead-letter queue, with why in its headers; the route then ends
+     * normally, so the task is acknowledged and never loops.
+     */
+    public void deadLetter(Exchange exchange) {
+        Exception e = exchange.getProperty(Exchange.EXCEPTION_CAUGHT, Exception.class);
+        byte[] body = exchange.getMessage().getBody(byte[].class);
+        Map<String, Object> headers = new LinkedHashMap<>();
+        headers.put("x-llmbatch-reason", e == null ? "unknown" : String.valueOf(e.getMessage()));
+        headers.put("x-llmbatch-exception", e == null ? "unknown" : e.getClass().getName());
+        headers.put("x-llmbatch-attempts", e instanceof LlmException le ? le.attempts() : 0);
+        headers.put("x-llmbatch-worker-host", host);
+        headers.put("x-llmbatch-failed-at", OffsetDateTime.now(ZoneOffset.UTC).toString());
+        headers.put(ConfirmingPublisher.SOURCE_HEADER, "worker:" + host);
+        String id = exchange.getMessage().getHeader(MESSAGE_ID, String.class);
+        publisher.publishOne(deadLetterQueue, new OutboundMessage(body == null ? new byte[0] : body, id, headers, 0));
+        LOG.warn("Task {} dead-lettered to {}: {}", id, deadLetterQueue, headers.get("x-llmbatch-reason"));
+    }
+
+    /** The task itself is wrong (not JSON, a field missing): no retry can help. */
+    public static class PoisonTaskException extends RuntimeException {
+        public PoisonTaskException(String message) {
+            super(message);
+        }
+    }
+}
