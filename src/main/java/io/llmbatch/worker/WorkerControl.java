@@ -7,6 +7,7 @@ import java.util.concurrent.atomic.AtomicBoolean;
 
 import org.apache.camel.CamelContext;
 import org.apache.camel.Exchange;
+import org.apache.camel.support.service.ServiceHelper;
 import org.apache.camel.support.service.ServiceSupport;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
@@ -49,7 +50,10 @@ public class WorkerControl extends ServiceSupport {
                 LOG.warn("Every LLM backend is down: pausing route {} (tasks stay in the queue) and probing every {} ms",
                         routeId, probeIntervalMillis);
                 try {
-                    camelContext.getRouteController().suspendRoute(routeId, 10, TimeUnit.SECONDS);
+                    // suspend the consumer itself (the listener container stops taking messages; its unacknowledged
+                    // ones go back to the queue for other workers) without waiting for in-flight tasks, which
+                    // are being requeued right now
+                    ServiceHelper.suspendService(camelContext.getRoute(routeId).getConsumer());
                 } catch (Exception e) {
                     LOG.warn("Cannot pause route {}: {}", routeId, e.toString());
                 }
@@ -64,7 +68,7 @@ public class WorkerControl extends ServiceSupport {
         }
         if (gateway.probe()) {
             try {
-                camelContext.getRouteController().resumeRoute(routeId);
+                ServiceHelper.resumeService(camelContext.getRoute(routeId).getConsumer());
                 LOG.info("An LLM backend is back: route {} resumed", routeId);
             } catch (Exception e) {
                 LOG.warn("Cannot resume route {}: {}", routeId, e.toString());

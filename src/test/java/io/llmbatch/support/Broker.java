@@ -37,6 +37,17 @@ public final class Broker implements AutoCloseable {
         channel.queueDeclare(queue, true, false, false, arguments);
     }
 
+    /** Publishes a persistent message as a producer would (waits for the broker's confirm). */
+    public void publish(String queue, byte[] body, String messageId) throws Exception {
+        try (Channel ch = connection.createChannel()) {
+            ch.confirmSelect();
+            ch.queueDeclare(queue, true, false, false, null);
+            ch.basicPublish("", queue, new com.rabbitmq.client.AMQP.BasicProperties.Builder()
+                    .deliveryMode(2).contentType("application/json").messageId(messageId).build(), body);
+            ch.waitForConfirmsOrDie(10_000);
+        }
+    }
+
     /** Number of ready messages, or -1 when the queue does not exist. */
     public long count(String queue) throws Exception {
         try (Channel ch = connection.createChannel()) {
@@ -49,6 +60,9 @@ public final class Broker implements AutoCloseable {
     /** Takes (and acknowledges) every message in the queue, in order. */
     public List<GetResponse> drain(String queue) throws Exception {
         List<GetResponse> all = new ArrayList<>();
+        if (count(queue) < 0) {
+            return all;
+        }
         GetResponse r;
         while ((r = channel.basicGet(queue, true)) != null) {
             all.add(r);
