@@ -9,6 +9,9 @@ import java.util.Arrays;
 import java.util.LinkedHashSet;
 import java.util.List;
 import java.util.Map;
+import java.util.concurrent.Executors;
+import java.util.concurrent.ThreadFactory;
+import java.util.concurrent.atomic.AtomicInteger;
 
 import org.apache.camel.CamelConfiguration;
 import org.apache.camel.CamelContext;
@@ -177,6 +180,18 @@ public class LlmBatchConfiguration implements CamelConfiguration {
         if (cf.getVirtualHost() == null || cf.getVirtualHost().isEmpty()) {
             cf.setVirtualHost("/"); // amqp://host:5672/ means the default vhost, as in pika and the seed
         }
+        // The RabbitMQ client runs every consumer's deliveries on one shared pool of 2 x cores threads: with the
+        // direct listener container that capped a worker at 4 tasks in flight whatever its concurrency.
+        cf.setExecutor(Executors.newCachedThreadPool(new ThreadFactory() {
+            private final AtomicInteger n = new AtomicInteger();
+
+            @Override
+            public Thread newThread(Runnable r) {
+                Thread t = new Thread(r, "rabbit-" + n.incrementAndGet());
+                t.setDaemon(true);
+                return t;
+            }
+        }));
         cf.setPublisherConfirmType(CachingConnectionFactory.ConfirmType.CORRELATED);
         cf.setPublisherReturns(true);
         String name = "llm-batch " + InetAddress.getLocalHost().getHostName() + " (" + Roles.parse(roles) + ")";

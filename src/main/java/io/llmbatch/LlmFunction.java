@@ -7,8 +7,9 @@ import org.apache.camel.spi.PropertiesFunction;
 import io.llmbatch.llm.Backend;
 
 /**
- * Property function {@code {{llmbatch-llm:total-slots}}}: the sum of the slots of {@code llmbatch.llm.endpoints},
- * the worker's default concurrency (one task in flight per slot the LLM servers offer).
+ * Property function over {@code llmbatch.llm.endpoints}: {@code {{llmbatch-llm:total-slots}}} is the sum of their
+ * slots, {@code {{llmbatch-llm:twice-total-slots}}} twice that, the worker's default concurrency: while one task
+ * waits for the broker to confirm its result, another one uses the LLM slot.
  */
 public class LlmFunction implements PropertiesFunction, CamelContextAware {
 
@@ -21,13 +22,15 @@ public class LlmFunction implements PropertiesFunction, CamelContextAware {
 
     @Override
     public String apply(String remainder) {
-        if (!"total-slots".equals(remainder.trim())) {
-            throw new IllegalArgumentException("{{llmbatch-llm:" + remainder + "}}: only total-slots is known");
+        String what = remainder.trim();
+        if (!"total-slots".equals(what) && !"twice-total-slots".equals(what)) {
+            throw new IllegalArgumentException("{{llmbatch-llm:" + remainder + "}}: use total-slots or twice-total-slots");
         }
         var pc = camelContext.getPropertiesComponent();
         String endpoints = pc.resolveProperty("llmbatch.llm.endpoints").orElse("");
         String api = pc.resolveProperty("llmbatch.llm.api").orElse("chatglm");
-        return String.valueOf(Backend.parseAll(endpoints, api).stream().mapToInt(Backend::slots).sum());
+        int slots = Backend.parseAll(endpoints, api).stream().mapToInt(Backend::slots).sum();
+        return String.valueOf("total-slots".equals(what) ? slots : 2 * slots);
     }
 
     @Override

@@ -84,13 +84,9 @@ public class LlmGateway {
         Exception last = null;
         int attempt = 0;
         while (attempt < settings.maxAttempts()) {
-            Backend backend = choose(tried);
+            Backend backend = chooseOrWait(tried);
             if (backend == null) {
-                if (allCooling()) {
-                    break;
-                }
-                sleep(50); // a backend back from cool-down is answering its probe request: wait for the outcome
-                continue;
+                break;
             }
             attempt++;
             long start = System.nanoTime();
@@ -112,6 +108,7 @@ public class LlmGateway {
                 }
             } finally {
                 backend.inFlight.decrementAndGet();
+                slotFreed();
             }
         }
         if (allCooling()) {
@@ -123,8 +120,8 @@ public class LlmGateway {
     }
 
     /**
-     * Picks a backend and counts the request in flight on it; {@code null} when every backend cools down (or
-     * is being probed by another request after its cool-down).
+     * Picks a backend and counts the request in flight on it; {@code null} when every backend cools down, is
+     * full (least-busy never sends a backend more requests than its slots), or is being probed after its cool-down.
      */
     synchronized Backend choose(Set<Backend> avoid) {
         long now = System.currentTimeMillis();
@@ -136,6 +133,9 @@ public class LlmGateway {
             Backend b = backends.get((rotation + i) % n);
             if (b.coolingAt(now) || (b.consecutiveFailures > 0 && b.inFlight.get() > 0 && b.coolUntil > 0)) {
                 continue; // cooling down, or its single probe request is in flight
+            }
+            if (settings.balance() == Balance.LEAST_BUSY && b.inFlight.get() >= b.slots) {
+                continue; // full: the task waits here rather than in the server's queue
             }
             double load = settings.balance() == Balance.ROUND_ROBIN ? 0 : (b.inFlight.get() + 1.0) / b.slots;
             if (avoid.contains(b)) {
@@ -153,18 +153,44 @@ public class LlmGateway {
         return best;
     }
 
+    /**
+     * A backend for the next call, waiting while every slot is busy (or a backend back from cool-down is answering
+     * its probe); {@code null} when every backend cools down.
+     */
+    synchronized Backend chooseOrWait(Set<Backend> avoid) {
+        while (true) {
+            Backend b = choose(avoid);
+            if (b != null || allCooling()) {
+                return b;
+            }
+            try {
+                wait(200); // woken by slotFreed(); the timeout notices cool-downs ending
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                throw new IllegalStateException("interrupted while waiting for a free LLM slot", e);
+            }
+        }
+    }
+
+    private synchronized void slotFreed() {
+        notifyAll();
+    }
+
     public boolean allCooling() {
         long now = System.currentTimeMillis();
         return backends.stream().allMatch(b -> b.coolingAt(now));
     }
 
     /**
-     * Asks every cooling backend whether it is up again (an HTTP GET; any answer below 500 counts) and ends the
-     * cool-down of those that are. Returns whether any backend can take requests now.
+     * Asks every backend that failed lately whether it is up again (an HTTP GET; any answer below 500 counts):
+     * those that answer are healthy again, the others cool down anew. Returns whether any backend can take
+     * requests now.
      */
     public boolean probe() {
+        boolean anyUp = false;
         for (Backend b : backends) {
-            if (!b.coolingAt(System.currentTimeMillis())) {
+            if (b.coolUntil == 0) {
+                anyUp = true; // never failed since its last success
                 continue;
             }
             try {
@@ -172,7 +198,9 @@ public class LlmGateway {
                         HttpResponse.BodyHandlers.discarding());
                 if (r.statusCode() < 500) {
                     LOG.info("LLM backend {} is back (probe answered {})", b, r.statusCode());
-                    b.coolUntil = 0;
+                    succeeded(b);
+                    anyUp = true;
+                    continue;
                 }
             } catch (IOException e) {
                 LOG.debug("LLM backend {} still down: {}", b, e.toString());
@@ -180,8 +208,9 @@ public class LlmGateway {
                 Thread.currentThread().interrupt();
                 return false;
             }
+            b.coolUntil = System.currentTimeMillis() + settings.cooldownMillis();
         }
-        return !allCooling();
+        return anyUp;
     }
 
     private Completion call(Backend b, String prompt, int attempt, long start) {

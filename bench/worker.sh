@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Worker throughput with the LLM simulator (one worker process, real RabbitMQ):
+#  (a) 3 backends x 4 slots x 100 ms  -> ideal 120 tasks/s, target >= 95%
+#  (b) 3 backends 50/100/200 ms x 4 slots -> ideal 140 tasks/s, target >= 90%; also with round-robin
+#  (c) (a) with one backend killed mid-run -> 0 tasks failed (every result arrives, DLQ empty)
+#  (d) 3 backends x 4 slots x 0 ms -> the worker's own overhead, tasks/s
+# Needs RabbitMQ on 127.0.0.1:5672, java, mvn. usage: bench/worker.sh [tasks=2400]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${1:-2400}
+WORK=bench/target/worker
+mkdir -p "$WORK"
+[ -f target/llm-batch.jar ] || mvn -B -q package -DskipTests
+JAR=target/llm-batch.jar
+QT=bench_worker_tasks QR=bench_worker_results QD=bench_worker_tasks.dlq
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+
+sim() { # port latency slots
+  java -Xmx256m -cp $JAR io.llmbatch.llm.LlmSimulator --port "$1" --latency-ms "$2" --slots "$3" > "$WORK/sim-$1.log" 2>&1 &
+  PIDS+=($!); echo $!
+}
+worker() { # balance
+  java -Xmx512m -jar $JAR -Dllmbatch.roles=worker -Dllmbatch.queue.tasks=$QT -Dllmbatch.queue.results=$QR \
+    -Dllmbatch.queue.tasks-dlq=$QD -Dllmbatch.llm.balance="$1" -Dllmbatch.llm.cooldown=5000 \
+    -Dllmbatch.llm.endpoints="http://127.0.0.1:18701;slots=4,http://127.0.0.1:18702;slots=4,http://127.0.0.1:18703;slots=4" \
+    -Dcamel.main.routesReloadEnabled=false > "$WORK/worker-$1.log" 2>&1 &
+  PIDS+=($!); echo $!
+}
+load() { java -cp $JAR bench/WorkerLoad.java "$N" $QT $QR $QD 300; }
+stop_all() { cleanup; PIDS=(); sleep 1; }
+warmup() { java -cp $JAR bench/WorkerLoad.java 200 $QT $QR $QD 60 > /dev/null; }
+
+echo "| scenario | tasks | results | dead-lettered | seconds | tasks/s | ideal | % of ideal |"
+echo "|---|---|---|---|---|---|---|---|"
+row() { # name ideal line
+  local line=$3 got secs rate dead
+  got=$(sed -E 's/.*results=([0-9]+).*/\1/' <<<"$line"); dead=$(sed -E 's/.*dead=([0-9]+).*/\1/' <<<"$line")
+  secs=$(sed -E 's/.*seconds=([0-9.]+).*/\1/' <<<"$line"); rate=$(sed -E 's/.*rate=([0-9.]+).*/\1/' <<<"$line")
+  if [ "$2" = "-" ]; then pct="-"; else pct=$(printf '%.1f%%' "$(echo "100 * $rate / $2" | bc -l)"); fi
+  echo "| $1 | $N | $got | $dead | $secs | $rate | $2 | $pct |"
+}
+
+# (a)
+sim 18701 100 4 >/dev/null; sim 18702 100 4 >/dev/null; sim 18703 100 4 >/dev/null; worker least-busy >/dev/null; sleep 6; warmup
+row "(a) 3x4 slots, 100 ms, least-busy" 120 "$(load)"
+stop_all
+# (b)
+for balance in least-busy round-robin; do
+  sim 18701 50 4 >/dev/null; sim 18702 100 4 >/dev/null; sim 18703 200 4 >/dev/null; worker $balance >/dev/null; sleep 6; warmup
+  row "(b) 3x4 slots, 50/100/200 ms, $balance" 140 "$(load)"
+  stop_all
+done
+# (c)
+sim 18701 100 4 >/dev/null; sim 18702 100 4 >/dev/null; victim=$(sim 18703 100 4); worker least-busy >/dev/null; sleep 6; warmup
+( sleep $((N / 240)); kill -9 "$victim" ) &
+row "(c) as (a), one backend killed mid-run" 120 "$(load)"
+stop_all
+# (d)
+sim 18701 0 4 >/dev/null; sim 18702 0 4 >/dev/null; sim 18703 0 4 >/dev/null; worker least-busy >/dev/null; sleep 6; warmup
+row "(d) 3x4 slots, 0 ms (worker overhead)" - "$(load)"
+stop_all
