@@ -30,6 +30,12 @@ import java.nio.file.Path;
 import java.time.Duration;
 import java.util.Locale;
 
+import java.util.regex.Pattern;
+
+import com.mongodb.client.MongoClient;
+import com.mongodb.client.MongoClients;
+
+import io.llmbatch.collector.Collector;
 import io.llmbatch.ingest.FileIngest;
 import io.llmbatch.llm.Backend;
 import io.llmbatch.llm.LlmGateway;
@@ -48,6 +54,7 @@ import io.llmbatch.rabbit.RabbitUrls;
 public class LlmBatchConfiguration implements CamelConfiguration {
 
     private static final Logger LOG = LoggerFactory.getLogger(LlmBatchConfiguration.class);
+    private static final Pattern MONGO_PASSWORD = Pattern.compile("(mongodb(?:\\+srv)?://[^:/@]*):[^@/]*@");
 
     @PropertyInject("llmbatch.roles")
     String roles;
@@ -107,6 +114,17 @@ public class LlmBatchConfiguration implements CamelConfiguration {
     @PropertyInject(value = "llmbatch.worker.gpu", defaultValue = "")
     String workerGpu;
 
+    @PropertyInject(value = "llmbatch.mongodb.uri", defaultValue = "mongodb://127.0.0.1:27017")
+    String mongoUri;
+    @PropertyInject(value = "llmbatch.mongodb.database", defaultValue = "llm")
+    String mongoDatabase;
+    @PropertyInject(value = "llmbatch.mongodb.collection", defaultValue = "company_intro")
+    String mongoCollection;
+    @PropertyInject(value = "llmbatch.collector.model-name", defaultValue = "chatglm2_6b_int4")
+    String collectorModelName;
+    @PropertyInject(value = "llmbatch.queue.results-dlq", defaultValue = "ent_intro_result.dlq")
+    String resultsDeadLetterQueue;
+
     @PropertyInject(value = "camel.server.enabled", defaultValue = "false")
     boolean httpEnabled;
     @PropertyInject(value = "camel.server.host", defaultValue = "0.0.0.0")
@@ -142,9 +160,38 @@ public class LlmBatchConfiguration implements CamelConfiguration {
                 required, maxBody, token));
         registry.bind("fileIngest", new FileIngest(publisher, tasksQueue, required, Charset.forName(charset), camelContext));
 
+        // What escapes a consuming route (every LLM backend down, the broker failing) must go back to the queue.
+        // The spring-rabbitmq default with retries off is a recoverer that logs "dropped" and acknowledges: a loss.
+        registry.bind("requeueOnFailure", RetryInterceptorBuilder.stateless().maxAttempts(1)
+                .recoverer(new ImmediateRequeueMessageRecoverer()).build());
         if (Roles.parse(roles).has(Roles.WORKER)) {
             configureWorker(camelContext, registry, publisher);
         }
+        if (Roles.parse(roles).has(Roles.COLLECTOR)) {
+            configureCollector(camelContext, registry, publisher);
+        }
+    }
+
+    private void configureCollector(CamelContext camelContext, Registry registry, ConfirmingPublisher publisher) throws Exception {
+        MongoClient mongo = MongoClients.create(mongoUri);
+        camelContext.addService(new ServiceSupport() {
+            @Override
+            protected void doStop() {
+                mongo.close();
+            }
+        }, true, true);
+        registry.bind("mongoClient", mongo);
+        Collector collector = new Collector(mongo.getDatabase(mongoDatabase).getCollection(mongoCollection),
+                collectorModelName, publisher, resultsDeadLetterQueue, camelContext);
+        registry.bind("collector", collector);
+        LOG.info("Collector: MongoDB at {}, {}.{}", MONGO_PASSWORD.matcher(mongoUri).replaceAll("$1:***@"), mongoDatabase,
+                mongoCollection);
+        try {
+            collector.ensureIndexes();
+        } catch (RuntimeException e) {
+            LOG.warn("Cannot create the indexes yet (MongoDB unreachable?); the first write retries: {}", e.getMessage());
+        }
+        publisher.declare(resultsDeadLetterQueue, false);
     }
 
     private void configureWorker(CamelContext camelContext, Registry registry, ConfirmingPublisher publisher) throws Exception {
@@ -159,10 +206,6 @@ public class LlmBatchConfiguration implements CamelConfiguration {
         String host = InetAddress.getLocalHost().getHostName();
         registry.bind("worker", new Worker(prompt, publisher, resultsQueue, tasksDeadLetterQueue, workerCompanyField, host,
                 Gpu.describe(workerGpu)));
-        // What escapes the worker route (every backend down, the broker failing) must go back to the queue. The
-        // spring-rabbitmq default with retries off is a recoverer that logs "dropped" and acknowledges: a lost task.
-        registry.bind("requeueOnFailure", RetryInterceptorBuilder.stateless().maxAttempts(1)
-                .recoverer(new ImmediateRequeueMessageRecoverer()).build());
         WorkerControl control = new WorkerControl(camelContext, gateway, llmProbeInterval);
         registry.bind("workerControl", control);
         camelContext.addService(control, true, true);

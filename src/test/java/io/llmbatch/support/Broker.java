@@ -33,6 +33,15 @@ public final class Broker implements AutoCloseable {
         return this;
     }
 
+    /** Empties the queues (declaring them if missing) without disturbing the app's consumers and publishers. */
+    public Broker purge(String... queues) throws Exception {
+        for (String q : queues) {
+            channel.queueDeclare(q, true, false, false, null);
+            channel.queuePurge(q);
+        }
+        return this;
+    }
+
     public void declare(String queue, Map<String, Object> arguments) throws Exception {
         channel.queueDeclare(queue, true, false, false, arguments);
     }

@@ -1,0 +1,213 @@
+package io.llmbatch.collector;
+
+import java.io.IOException;
+import java.nio.charset.StandardCharsets;
+import java.security.MessageDigest;
+import java.security.NoSuchAlgorithmException;
+import java.time.OffsetDateTime;
+import java.time.ZoneOffset;
+import java.util.ArrayList;
+import java.util.Date;
+import java.util.HexFormat;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.mongodb.MongoException;
+import com.mongodb.client.MongoCollection;
+import com.mongodb.client.model.BulkWriteOptions;
+import com.mongodb.client.model.Filters;
+import com.mongodb.client.model.IndexOptions;
+import com.mongodb.client.model.Indexes;
+import com.mongodb.client.model.UpdateOneModel;
+import com.mongodb.client.model.UpdateOptions;
+import com.mongodb.client.model.Updates;
+import com.mongodb.client.model.WriteModel;
+import com.rabbitmq.client.Channel;
+import org.apache.camel.CamelContext;
+import org.apache.camel.Exchange;
+import org.bson.Document;
+import org.bson.conversions.Bson;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+import io.llmbatch.ingest.Tasks;
+import io.llmbatch.rabbit.ConfirmingPublisher;
+import io.llmbatch.rabbit.OutboundMessage;
+
+/**
+ * The steps of the collector route. Results are consumed with MANUAL acknowledgement: the Aggregator completes
+ * each incoming exchange as soon as it joins a batch, so acknowledging there (AUTO) would lose the batch in a
+ * crash. Here a result is acknowledged only after the bulk write that contains it succeeded; a crash before that
+ * leaves it unacknowledged and the broker redelivers it, and the upsert by {@code pid} makes that harmless.
+ */
+public class Collector {
+
+    private static final Logger LOG = LoggerFactory.getLogger(Collector.class);
+    private static final long MAX_BACKOFF_MILLIS = 30_000;
+
+    private final MongoCollection<Document> collection;
+    private final String defaultModel;
+    private final ConfirmingPublisher publisher;
+    private final String deadLetterQueue;
+    private final CamelContext camelContext;
+    private volatile boolean indexed;
+
+    public Collector(MongoCollection<Document> collection, String defaultModel, ConfirmingPublisher publisher,
+                     String deadLetterQueue, CamelContext camelContext) {
+        this.collection = collection;
+        this.defaultModel = defaultModel;
+        this.publisher = publisher;
+        this.deadLetterQueue = deadLetterQueue;
+        this.camelContext = camelContext;
+    }
+
+    /** One result waiting in a batch: its document and how to acknowledge it. */
+    public record Pending(String pid, Document document, Channel channel, long deliveryTag) {
+    }
+
+    /** The seed's key: lowercase hex MD5 of the UTF-8 bytes of {@code company + model_name}. */
+    public static String pid(String company, String modelName) {
+        try {
+            byte[] md5 = MessageDigest.getInstance("MD5").digest((company + modelName).getBytes(StandardCharsets.UTF_8));
+            return HexFormat.of().formatHex(md5);
+        } catch (NoSuchAlgorithmException e) {
+            throw new IllegalStateException(e);
+        }
+    }
+
+    /** Parses a result into the document to store; a malformed one is refused (and dead-lettered by the route). */
+    public Pending prepare(Exchange exchange) {
+        byte[] body = exchange.getMessage().getBody(byte[].class);
+        JsonNode result;
+        try {
+            result = body == null ? null : Tasks.JSON.readTree(body);
+        } catch (IOException e) {
+            throw new MalformedResultException("result is not valid JSON: " + Tasks.describe(e));
+        }
+        if (result == null || !result.isObject()) {
+            throw new MalformedResultException("result must be a JSON object, got " + (result == null ? "nothing" : Tasks.typeOf(result)));
+        }
+        JsonNode company = result.get("company");
+        if (company == null || !company.isTextual() || company.asText().isBlank()) {
+            throw new MalformedResultException("result has no 'company' (a non-empty string)");
+        }
+        JsonNode model = result.get("model_name");
+        String modelName = model != null && model.isTextual() && !model.asText().isBlank() ? model.asText() : defaultModel;
+        Document doc = Document.parse(result.toString());
+        doc.put("model_name", modelName);
+        String pid = pid(company.asText(), modelName);
+        doc.put("pid", pid);
+        doc.remove("_id");
+        doc.remove("created_at");
+        doc.remove("updated_at");
+        return new Pending(pid, doc, channel(exchange), deliveryTag(exchange));
+    }
+
+    /**
+     * Writes a batch as one unordered bulk upsert keyed by {@code pid} and acknowledges its results afterwards.
+     * While MongoDB fails the batch is retried with backoff and nothing is acknowledged, so the broker stops
+     * delivering once the prefetch is used up: intake pauses until MongoDB is back.
+     */
+    public int write(List<Pending> batch) {
+        // the same company twice in one batch: keep the last (two upserts of one new pid in one bulk can collide)
+        Map<String, Pending> byPid = new LinkedHashMap<>();
+        for (Pending p : batch) {
+            byPid.put(p.pid(), p);
+        }
+        long backoff = 500;
+        while (true) {
+            try {
+                ensureIndexes();
+                Date now = new Date();
+                List<WriteModel<Document>> upserts = new ArrayList<>(byPid.size());
+                for (Pending p : byPid.values()) {
+                    List<Bson> sets = new ArrayList<>(p.document().size() + 2);
+                    p.document().forEach((k, v) -> sets.add(Updates.set(k, v)));
+                    sets.add(Updates.set("updated_at", now));
+                    sets.add(Updates.setOnInsert("created_at", now));
+                    upserts.add(new UpdateOneModel<>(Filters.eq("pid", p.pid()), Updates.combine(sets),
+                            new UpdateOptions().upsert(true)));
+                }
+                collection.bulkWrite(upserts, new BulkWriteOptions().ordered(false));
+                break;
+            } catch (MongoException e) {
+                if (!camelContext.isStarted() || camelContext.isStopping()) {
+                    LOG.warn("Stopping with a batch of {} unwritten: they stay unacknowledged and return to the queue", batch.size());
+                    throw e;
+                }
+                LOG.warn("MongoDB write of {} result(s) failed, retrying in {} ms (nothing acknowledged): {}", batch.size(),
+                        backoff, e.getMessage());
+                sleep(backoff);
+                backoff = Math.min(backoff * 2, MAX_BACKOFF_MILLIS);
+            }
+        }
+        for (Pending p : batch) {
+            ack(p.channel(), p.deliveryTag());
+        }
+        LOG.debug("Stored {} result(s) ({} distinct)", batch.size(), byPid.size());
+        return batch.size();
+    }
+
+    /** Publishes a malformed result, as received, to the results dead-letter queue, then acknowledges it. */
+    public void deadLetter(Exchange exchange) {
+        Exception e = exchange.getProperty(Exchange.EXCEPTION_CAUGHT, Exception.class);
+        byte[] body = exchange.getMessage().getBody(byte[].class);
+        Map<String, Object> headers = new LinkedHashMap<>();
+        headers.put("x-llmbatch-reason", e == null ? "unknown" : String.valueOf(e.getMessage()));
+        headers.put("x-llmbatch-exception", e == null ? "unknown" : e.getClass().getName());
+        headers.put("x-llmbatch-failed-at", OffsetDateTime.now(ZoneOffset.UTC).toString());
+        publisher.publishOne(deadLetterQueue, new OutboundMessage(body == null ? new byte[0] : body,
+                exchange.getMessage().getHeader("CamelSpringRabbitmqMessageId", String.class), headers, 0));
+        ack(channel(exchange), deliveryTag(exchange));
+        LOG.warn("Result dead-lettered to {}: {}", deadLetterQueue, headers.get("x-llmbatch-reason"));
+    }
+
+    /** Unique index on pid, indexes on company and model_name; idempotent, retried until MongoDB answers. */
+    public void ensureIndexes() {
+        if (!indexed) {
+            collection.createIndex(Indexes.ascending("pid"), new IndexOptions().unique(true).name("pid_unique"));
+            collection.createIndex(Indexes.ascending("company"), new IndexOptions().name("company"));
+            collection.createIndex(Indexes.ascending("model_name"), new IndexOptions().name("model_name"));
+            indexed = true;
+        }
+    }
+
+    private static Channel channel(Exchange exchange) {
+        return exchange.getProperty("CamelSpringRabbitmqChannel", Channel.class);
+    }
+
+    private static long deliveryTag(Exchange exchange) {
+        Long tag = exchange.getMessage().getHeader("CamelSpringRabbitmqDeliveryTag", Long.class);
+        return tag == null ? -1 : tag;
+    }
+
+    private static void ack(Channel channel, long tag) {
+        if (channel == null || tag < 0) {
+            return;
+        }
+        try {
+            channel.basicAck(tag, false);
+        } catch (IOException | RuntimeException e) {
+            // the channel closed (broker restart): the broker redelivers, the upsert by pid absorbs it
+            LOG.warn("Cannot acknowledge a stored result (it will be redelivered and upserted again): {}", e.toString());
+        }
+    }
+
+    private static void sleep(long millis) {
+        try {
+            Thread.sleep(millis);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new IllegalStateException("interrupted while waiting for MongoDB", e);
+        }
+    }
+
+    /** A result the collector cannot store (not JSON, no company): dead-lettered, never retried. */
+    public static class MalformedResultException extends RuntimeException {
+        public MalformedResultException(String message) {
+            super(message);
+        }
+    }
+}
