@@ -57,6 +57,19 @@ public final class Broker implements AutoCloseable {
         }
     }
 
+    /** Publishes many persistent messages on one channel and waits for all confirms at the end. */
+    public void publishAll(String queue, java.util.List<byte[]> bodies) throws Exception {
+        try (Channel ch = connection.createChannel()) {
+            ch.confirmSelect();
+            ch.queueDeclare(queue, true, false, false, null);
+            var props = new com.rabbitmq.client.AMQP.BasicProperties.Builder().deliveryMode(2).contentType("application/json").build();
+            for (byte[] body : bodies) {
+                ch.basicPublish("", queue, props, body);
+            }
+            ch.waitForConfirmsOrDie(60_000);
+        }
+    }
+
     /** Number of ready messages, or -1 when the queue does not exist. */
     public long count(String queue) throws Exception {
         try (Channel ch = connection.createChannel()) {
