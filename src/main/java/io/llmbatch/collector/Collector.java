@@ -13,7 +13,6 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 
-import com.fasterxml.jackson.databind.JsonNode;
 import com.mongodb.MongoException;
 import com.mongodb.client.MongoCollection;
 import com.mongodb.client.model.BulkWriteOptions;
@@ -32,7 +31,6 @@ import org.bson.conversions.Bson;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
-import io.llmbatch.ingest.Tasks;
 import io.llmbatch.rabbit.ConfirmingPublisher;
 import io.llmbatch.rabbit.OutboundMessage;
 
@@ -80,24 +78,25 @@ public class Collector {
     /** Parses a result into the document to store; a malformed one is refused (and dead-lettered by the route). */
     public Pending prepare(Exchange exchange) {
         byte[] body = exchange.getMessage().getBody(byte[].class);
-        JsonNode result;
+        String json = body == null ? "" : new String(body, StandardCharsets.UTF_8).strip();
+        if (!json.startsWith("{")) {
+            throw new MalformedResultException(json.isEmpty() ? "result is empty"
+                    : json.startsWith("[") ? "result must be a JSON object, got an array" : "result is not valid JSON (not an object)");
+        }
+        Document doc;
         try {
-            result = body == null ? null : Tasks.JSON.readTree(body);
-        } catch (IOException e) {
-            throw new MalformedResultException("result is not valid JSON: " + Tasks.describe(e));
+            doc = Document.parse(json);
+        } catch (RuntimeException e) {
+            throw new MalformedResultException("result is not valid JSON: " + e.getMessage());
         }
-        if (result == null || !result.isObject()) {
-            throw new MalformedResultException("result must be a JSON object, got " + (result == null ? "nothing" : Tasks.typeOf(result)));
-        }
-        JsonNode company = result.get("company");
-        if (company == null || !company.isTextual() || company.asText().isBlank()) {
+        Object company = doc.get("company");
+        if (!(company instanceof String name) || name.isBlank()) {
             throw new MalformedResultException("result has no 'company' (a non-empty string)");
         }
-        JsonNode model = result.get("model_name");
-        String modelName = model != null && model.isTextual() && !model.asText().isBlank() ? model.asText() : defaultModel;
-        Document doc = Document.parse(result.toString());
+        Object model = doc.get("model_name");
+        String modelName = model instanceof String m && !m.isBlank() ? m : defaultModel;
         doc.put("model_name", modelName);
-        String pid = pid(company.asText(), modelName);
+        String pid = pid(name, modelName);
         doc.put("pid", pid);
         doc.remove("_id");
         doc.remove("created_at");

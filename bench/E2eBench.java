@@ -1,0 +1,88 @@
+import java.net.URI;
+import java.net.http.HttpClient;
+import java.net.http.HttpRequest;
+import java.net.http.HttpResponse;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+
+import com.mongodb.client.MongoClient;
+import com.mongodb.client.MongoClients;
+import com.mongodb.client.MongoCollection;
+import com.rabbitmq.client.Channel;
+import com.rabbitmq.client.Connection;
+import com.rabbitmq.client.ConnectionFactory;
+import org.bson.Document;
+
+import io.llmbatch.llm.LlmSimulator;
+import io.llmbatch.support.Mongo;
+
+/**
+ * bench/e2e.sh: N seed tasks through all three roles in one llm-batch process (target/llm-batch.jar) with
+ * 0 ms simulated LLM backends (3 x 4 slots) and a MongoDB-wire server in this JVM. Time from the POST to the
+ * N-th document stored.
+ */
+public class E2eBench {
+    public static void main(String[] args) throws Exception {
+        String payloadFile = args[0];
+        int n = Integer.parseInt(args[1]);
+        int mongoPort = 18767;
+        Mongo.reset(mongoPort);
+        List<LlmSimulator> sims = new ArrayList<>();
+        for (int port : new int[] { 18771, 18772, 18773 }) {
+            sims.add(LlmSimulator.start(port, 0, 4));
+        }
+        ConnectionFactory cf = new ConnectionFactory();
+        cf.setUri("amqp://guest:guest@127.0.0.1:5672/%2f");
+        try (Connection c = cf.newConnection("bench e2e"); Channel ch = c.createChannel()) {
+            for (String q : new String[] { "bench_e2e_tasks", "bench_e2e_results" }) {
+                ch.queueDeclare(q, true, false, false, null);
+                ch.queuePurge(q);
+            }
+        }
+        Process app = new ProcessBuilder(Path.of(System.getProperty("java.home"), "bin", "java").toString(), "-Xmx1g", "-jar",
+                "target/llm-batch.jar", "-Dllmbatch.queue.tasks=bench_e2e_tasks", "-Dllmbatch.queue.results=bench_e2e_results",
+                "-Dllmbatch.ingest.allowed-queues=bench_e2e_tasks", "-Dcamel.server.port=18780",
+                "-Dllmbatch.ingest.inbox=bench/target/e2e-inbox",
+                "-Dllmbatch.llm.endpoints=http://127.0.0.1:18771;slots=4,http://127.0.0.1:18772;slots=4,http://127.0.0.1:18773;slots=4",
+                "-Dllmbatch.mongodb.uri=mongodb://127.0.0.1:" + mongoPort, "-Dcamel.main.routesReloadEnabled=false")
+                .redirectErrorStream(true).redirectOutput(Path.of("bench/target/e2e-app.log").toFile()).start();
+        try (MongoClient client = MongoClients.create("mongodb://127.0.0.1:" + mongoPort)) {
+            MongoCollection<Document> docs = client.getDatabase("llm").getCollection("company_intro");
+            HttpClient http = HttpClient.newHttpClient();
+            for (int i = 0; i < 100; i++) { // wait for the app to listen
+                try {
+                    http.send(HttpRequest.newBuilder(URI.create("http://127.0.0.1:18780/api/tasks")).GET().build(),
+                            HttpResponse.BodyHandlers.discarding());
+                    break;
+                } catch (java.io.IOException e) {
+                    Thread.sleep(200);
+                }
+            }
+            Thread.sleep(2000);
+            byte[] payload = Files.readAllBytes(Path.of(payloadFile));
+            long t0 = System.nanoTime();
+            HttpResponse<String> r = http.send(HttpRequest.newBuilder(URI.create("http://127.0.0.1:18780/send_workq_message/"))
+                    .POST(HttpRequest.BodyPublishers.ofByteArray(payload)).build(), HttpResponse.BodyHandlers.ofString());
+            double postSecs = (System.nanoTime() - t0) / 1e9;
+            if (r.statusCode() != 200) {
+                throw new IllegalStateException("POST answered " + r.statusCode() + " " + r.body());
+            }
+            long count;
+            while ((count = docs.countDocuments()) < n) {
+                Thread.sleep(100);
+                if ((System.nanoTime() - t0) / 1e9 > 900) {
+                    break;
+                }
+            }
+            double secs = (System.nanoTime() - t0) / 1e9;
+            System.out.printf("| %d | %d | %.2f s | %.2f s | %.0f tasks/s |%n", n, count, postSecs, secs, count / secs);
+        } finally {
+            app.destroy();
+            app.waitFor();
+            sims.forEach(LlmSimulator::close);
+            Mongo.stop();
+        }
+    }
+}
