@@ -81,7 +81,8 @@ public class Collector {
         String json = body == null ? "" : new String(body, StandardCharsets.UTF_8).strip();
         if (!json.startsWith("{")) {
             throw new MalformedResultException(json.isEmpty() ? "result is empty"
-                    : json.startsWith("[") ? "result must be a JSON object, got an array" : "result is not valid JSON (not an object)");
+                    : json.startsWith("[") ? "result must be a JSON object, got an array"
+                    : "result is not valid JSON: expected an object, found '" + (json.length() > 40 ? json.substring(0, 40) + "..." : json) + "'");
         }
         Document doc;
         try {
