@@ -186,11 +186,18 @@ public class LlmBatchConfiguration implements CamelConfiguration {
         registry.bind("collector", collector);
         LOG.info("Collector: MongoDB at {}, {}.{}", MONGO_PASSWORD.matcher(mongoUri).replaceAll("$1:***@"), mongoDatabase,
                 mongoCollection);
-        try {
-            collector.ensureIndexes();
-        } catch (RuntimeException e) {
-            LOG.warn("Cannot create the indexes yet (MongoDB unreachable?); the first write retries: {}", e.getMessage());
-        }
+        // create the indexes now, without holding up the start for MongoDB's server-selection timeout when it is
+        // down; the first write creates them otherwise
+        Thread indexes = new Thread(() -> {
+            try {
+                collector.ensureIndexes();
+                LOG.info("MongoDB indexes on {}.{}: pid (unique), company, model_name", mongoDatabase, mongoCollection);
+            } catch (RuntimeException e) {
+                LOG.warn("Cannot create the MongoDB indexes yet (unreachable?); the first write retries: {}", e.getMessage());
+            }
+        }, "mongodb-indexes");
+        indexes.setDaemon(true);
+        indexes.start();
         publisher.declare(resultsDeadLetterQueue, false);
     }
 

@@ -149,6 +149,8 @@ class CollectorTest {
 
     @Test
     void pid_index_is_unique() {
+        // created at startup in the background
+        await().atMost(Duration.ofSeconds(10)).until(() -> docs.listIndexes().into(new ArrayList<>()).size() > 1);
         List<Document> indexes = docs.listIndexes().into(new ArrayList<>());
         assertThat(indexes).anySatisfy(ix -> {
             assertThat(ix.get("key", Document.class).keySet()).containsExactly("pid");
