@@ -4,8 +4,6 @@ import java.io.IOException;
 import java.nio.charset.StandardCharsets;
 import java.security.MessageDigest;
 import java.security.NoSuchAlgorithmException;
-import java.time.OffsetDateTime;
-import java.time.ZoneOffset;
 import java.util.ArrayList;
 import java.util.Date;
 import java.util.HexFormat;
@@ -32,7 +30,6 @@ import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 import io.llmbatch.rabbit.ConfirmingPublisher;
-import io.llmbatch.rabbit.OutboundMessage;
 
 /**
  * The steps of the collector route. Results are consumed with MANUAL acknowledgement: the Aggregator completes
@@ -152,16 +149,9 @@ public class Collector {
 
     /** Publishes a malformed result, as received, to the results dead-letter queue, then acknowledges it. */
     public void deadLetter(Exchange exchange) {
-        Exception e = exchange.getProperty(Exchange.EXCEPTION_CAUGHT, Exception.class);
-        byte[] body = exchange.getMessage().getBody(byte[].class);
-        Map<String, Object> headers = new LinkedHashMap<>();
-        headers.put("x-llmbatch-reason", e == null ? "unknown" : String.valueOf(e.getMessage()));
-        headers.put("x-llmbatch-exception", e == null ? "unknown" : e.getClass().getName());
-        headers.put("x-llmbatch-failed-at", OffsetDateTime.now(ZoneOffset.UTC).toString());
-        publisher.publishOne(deadLetterQueue, new OutboundMessage(body == null ? new byte[0] : body,
-                exchange.getMessage().getHeader("CamelSpringRabbitmqMessageId", String.class), headers, 0));
+        String reason = publisher.deadLetter(deadLetterQueue, exchange, Map.of());
         ack(channel(exchange), deliveryTag(exchange));
-        LOG.warn("Result dead-lettered to {}: {}", deadLetterQueue, headers.get("x-llmbatch-reason"));
+        LOG.warn("Result dead-lettered to {}: {}", deadLetterQueue, reason);
     }
 
     /** Unique index on pid, indexes on company and model_name; idempotent, retried until MongoDB answers. */

@@ -52,6 +52,24 @@ public class ConfirmingPublisher {
         publish(queue, java.util.List.of(message).iterator(), null);
     }
 
+    /**
+     * Publishes the message an exchange received, as received, to a dead-letter queue, with headers saying why:
+     * {@code x-llmbatch-reason}, {@code -exception}, {@code -failed-at}, plus {@code extraHeaders}. Returns the reason.
+     */
+    public String deadLetter(String queue, org.apache.camel.Exchange exchange, Map<String, Object> extraHeaders) {
+        Exception e = exchange.getProperty(org.apache.camel.Exchange.EXCEPTION_CAUGHT, Exception.class);
+        byte[] body = exchange.getMessage().getBody(byte[].class);
+        Map<String, Object> headers = new java.util.LinkedHashMap<>();
+        String reason = e == null ? "unknown" : String.valueOf(e.getMessage());
+        headers.put("x-llmbatch-reason", reason);
+        headers.put("x-llmbatch-exception", e == null ? "unknown" : e.getClass().getName());
+        headers.put("x-llmbatch-failed-at", java.time.OffsetDateTime.now(java.time.ZoneOffset.UTC).toString());
+        headers.putAll(extraHeaders);
+        publishOne(queue, new OutboundMessage(body == null ? new byte[0] : body,
+                exchange.getMessage().getHeader("CamelSpringRabbitmqMessageId", String.class), headers, 0));
+        return reason;
+    }
+
     /** Outcome of a fully confirmed run. */
     public record Confirmed(String queue, long count) {
     }

@@ -113,17 +113,12 @@ public class Worker {
      */
     public void deadLetter(Exchange exchange) {
         Exception e = exchange.getProperty(Exchange.EXCEPTION_CAUGHT, Exception.class);
-        byte[] body = exchange.getMessage().getBody(byte[].class);
         Map<String, Object> headers = new LinkedHashMap<>();
-        headers.put("x-llmbatch-reason", e == null ? "unknown" : String.valueOf(e.getMessage()));
-        headers.put("x-llmbatch-exception", e == null ? "unknown" : e.getClass().getName());
         headers.put("x-llmbatch-attempts", e instanceof LlmException le ? le.attempts() : 0);
         headers.put("x-llmbatch-worker-host", host);
-        headers.put("x-llmbatch-failed-at", OffsetDateTime.now(ZoneOffset.UTC).toString());
         headers.put(ConfirmingPublisher.SOURCE_HEADER, "worker:" + host);
-        String id = exchange.getMessage().getHeader(MESSAGE_ID, String.class);
-        publisher.publishOne(deadLetterQueue, new OutboundMessage(body == null ? new byte[0] : body, id, headers, 0));
-        LOG.warn("Task {} dead-lettered to {}: {}", id, deadLetterQueue, headers.get("x-llmbatch-reason"));
+        String reason = publisher.deadLetter(deadLetterQueue, exchange, headers);
+        LOG.warn("Task {} dead-lettered to {}: {}", exchange.getMessage().getHeader(MESSAGE_ID), deadLetterQueue, reason);
     }
 
     /** The task itself is wrong (not JSON, a field missing): no retry can help. */
