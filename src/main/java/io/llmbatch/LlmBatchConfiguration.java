@@ -30,8 +30,6 @@ import java.nio.file.Path;
 import java.time.Duration;
 import java.util.Locale;
 
-import java.util.regex.Pattern;
-
 import com.mongodb.client.MongoClient;
 import com.mongodb.client.MongoClients;
 
@@ -45,7 +43,6 @@ import io.llmbatch.worker.Worker;
 import io.llmbatch.worker.WorkerControl;
 import io.llmbatch.ingest.HttpIngest;
 import io.llmbatch.rabbit.ConfirmingPublisher;
-import io.llmbatch.rabbit.RabbitUrls;
 
 /**
  * Wires the beans the YAML routes call, from {@code llmbatch.*} properties. Listed in
@@ -54,7 +51,6 @@ import io.llmbatch.rabbit.RabbitUrls;
 public class LlmBatchConfiguration implements CamelConfiguration {
 
     private static final Logger LOG = LoggerFactory.getLogger(LlmBatchConfiguration.class);
-    private static final Pattern MONGO_PASSWORD = Pattern.compile("(mongodb(?:\\+srv)?://[^:/@]*):[^@/]*@");
 
     @PropertyInject("llmbatch.roles")
     String roles;
@@ -153,21 +149,22 @@ public class LlmBatchConfiguration implements CamelConfiguration {
         template.setUsePublisherConnection(true);
         ConfirmingPublisher publisher = new ConfirmingPublisher(template, new RabbitAdmin(connectionFactory),
                 confirmWindow, confirmTimeout, Map.of());
-        registry.bind("taskPublisher", publisher);
-
-        List<String> required = list(requiredFields);
-        registry.bind("httpIngest", new HttpIngest(publisher, tasksQueue, new LinkedHashSet<>(list(allowedQueues)),
-                required, maxBody, token));
-        registry.bind("fileIngest", new FileIngest(publisher, tasksQueue, required, Charset.forName(charset), camelContext));
 
         // What escapes a consuming route (every LLM backend down, the broker failing) must go back to the queue.
         // The spring-rabbitmq default with retries off is a recoverer that logs "dropped" and acknowledges: a loss.
         registry.bind("requeueOnFailure", RetryInterceptorBuilder.stateless().maxAttempts(1)
                 .recoverer(new ImmediateRequeueMessageRecoverer()).build());
-        if (Roles.parse(roles).has(Roles.WORKER)) {
+        Roles these = Roles.parse(roles);
+        if (these.has(Roles.INGEST)) {
+            List<String> required = list(requiredFields);
+            registry.bind("httpIngest", new HttpIngest(publisher, tasksQueue, new LinkedHashSet<>(list(allowedQueues)),
+                    required, maxBody, token));
+            registry.bind("fileIngest", new FileIngest(publisher, tasksQueue, required, Charset.forName(charset), camelContext));
+        }
+        if (these.has(Roles.WORKER)) {
             configureWorker(camelContext, registry, publisher);
         }
-        if (Roles.parse(roles).has(Roles.COLLECTOR)) {
+        if (these.has(Roles.COLLECTOR)) {
             configureCollector(camelContext, registry, publisher);
         }
     }
@@ -184,7 +181,7 @@ public class LlmBatchConfiguration implements CamelConfiguration {
         Collector collector = new Collector(mongo.getDatabase(mongoDatabase).getCollection(mongoCollection),
                 collectorModelName, publisher, resultsDeadLetterQueue, camelContext);
         registry.bind("collector", collector);
-        LOG.info("Collector: MongoDB at {}, {}.{}", MONGO_PASSWORD.matcher(mongoUri).replaceAll("$1:***@"), mongoDatabase,
+        LOG.info("Collector: MongoDB at {}, {}.{}", Urls.mask(mongoUri), mongoDatabase,
                 mongoCollection);
         // create the indexes now, without holding up the start for MongoDB's server-selection timeout when it is
         // down; the first write creates them otherwise
@@ -225,7 +222,7 @@ public class LlmBatchConfiguration implements CamelConfiguration {
             cf.setUri(rabbitUrl);
         } catch (RuntimeException e) {
             throw new IllegalArgumentException("llmbatch.rabbitmq.url is not a valid amqp:// or amqps:// URL: "
-                                               + RabbitUrls.mask(rabbitUrl), e);
+                                               + Urls.mask(rabbitUrl), e);
         }
         if (cf.getVirtualHost() == null || cf.getVirtualHost().isEmpty()) {
             cf.setVirtualHost("/"); // amqp://host:5672/ means the default vhost, as in pika and the seed
@@ -246,7 +243,7 @@ public class LlmBatchConfiguration implements CamelConfiguration {
         cf.setPublisherReturns(true);
         String name = "llm-batch " + InetAddress.getLocalHost().getHostName() + " (" + Roles.parse(roles) + ")";
         cf.setConnectionNameStrategy(f -> name);
-        LOG.info("RabbitMQ at {} (roles: {})", RabbitUrls.mask(rabbitUrl), Roles.parse(roles));
+        LOG.info("RabbitMQ at {} (roles: {})", Urls.mask(rabbitUrl), Roles.parse(roles));
         return cf;
     }
 

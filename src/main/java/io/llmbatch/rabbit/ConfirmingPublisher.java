@@ -17,6 +17,8 @@ import org.springframework.amqp.rabbit.connection.CorrelationData;
 import org.springframework.amqp.rabbit.core.RabbitAdmin;
 import org.springframework.amqp.rabbit.core.RabbitTemplate;
 
+import io.llmbatch.Urls;
+
 /**
  * Publishes persistent JSON messages to a durable queue and returns only when the broker confirmed each
  * of them. Confirms are awaited over a sliding window of {@code window} unconfirmed messages on one
@@ -237,7 +239,7 @@ public class ConfirmingPublisher {
         if (root != e && root.getMessage() != null && (msg == null || !msg.contains(root.getMessage()))) {
             msg = (msg == null ? "" : msg + ": ") + root.getMessage();
         }
-        return msg == null ? e.getClass().getSimpleName() : RabbitUrls.mask(msg);
+        return msg == null ? e.getClass().getSimpleName() : Urls.mask(msg);
     }
 
     private record Pending(CorrelationData correlation, long position) {
