@@ -1,0 +1,63 @@
+package io.llmbatch;
+
+import org.apache.camel.CamelContext;
+import org.apache.camel.CamelContextAware;
+import org.apache.camel.spi.PropertiesFunction;
+
+import io.llmbatch.llm.Backend;
+
+/**
+ * Property function {@code {{llmbatch:...}}}, so that {@code application.properties} can derive settings from
+ * other keys (Camel finds it through {@code META-INF/services/org/apache/camel/properties-function/llmbatch}):
+ * <ul>
+ * <li>{@code {{llmbatch:route-filter}}}: the route id patterns of the roles in {@code llmbatch.roles};</li>
+ * <li>{@code {{llmbatch:role:ingest}}}: {@code true} when the role is configured;</li>
+ * <li>{@code {{llmbatch:total-slots}}} / {@code {{llmbatch:twice-total-slots}}}: the sum of the slots of
+ * {@code llmbatch.llm.endpoints} (or twice it, the worker's default concurrency).</li>
+ * </ul>
+ */
+public class LlmBatchFunction implements PropertiesFunction, CamelContextAware {
+
+    private CamelContext camelContext;
+
+    @Override
+    public String getName() {
+        return "llmbatch";
+    }
+
+    @Override
+    public String apply(String remainder) {
+        String what = remainder.trim();
+        if ("route-filter".equals(what)) {
+            return roles().routeFilter();
+        }
+        if (what.startsWith("role:")) {
+            return String.valueOf(roles().has(what.substring(5).trim()));
+        }
+        if ("total-slots".equals(what) || "twice-total-slots".equals(what)) {
+            String endpoints = property("llmbatch.llm.endpoints", "");
+            int slots = Backend.parseAll(endpoints, property("llmbatch.llm.api", "chatglm")).stream().mapToInt(Backend::slots).sum();
+            return String.valueOf("total-slots".equals(what) ? slots : 2 * slots);
+        }
+        throw new IllegalArgumentException("{{llmbatch:" + remainder
+                                           + "}}: use route-filter, role:<name>, total-slots or twice-total-slots");
+    }
+
+    private Roles roles() {
+        return Roles.parse(property("llmbatch.roles", null));
+    }
+
+    private String property(String key, String defaultValue) {
+        return camelContext.getPropertiesComponent().resolveProperty(key).orElse(defaultValue);
+    }
+
+    @Override
+    public CamelContext getCamelContext() {
+        return camelContext;
+    }
+
+    @Override
+    public void setCamelContext(CamelContext camelContext) {
+        this.camelContext = camelContext;
+    }
+}
