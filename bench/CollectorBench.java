@@ -72,8 +72,12 @@ public class CollectorBench {
                 }
                 ch.waitForConfirmsOrDie(120_000);
             }
-            List<String> cmd = new ArrayList<>(List.of(Path.of(System.getProperty("java.home"), "bin", "java").toString(), "-jar",
-                    "target/llm-batch.jar", "-Dllmbatch.roles=collector", "-Dllmbatch.queue.results=bench_collector_results",
+            List<String> cmd = new ArrayList<>(List.of(Path.of(System.getProperty("java.home"), "bin", "java").toString()));
+            String opts = System.getenv("APP_JAVA_OPTS"); // e.g. a JFR recording of the collector process
+            if (opts != null && !opts.isBlank()) {
+                cmd.addAll(List.of(opts.trim().split("\\s+")));
+            }
+            cmd.addAll(List.of("-jar", "target/llm-batch.jar", "-Dllmbatch.roles=collector", "-Dllmbatch.queue.results=bench_collector_results",
                     "-Dllmbatch.mongodb.uri=mongodb://127.0.0.1:" + PORT, "-Dcamel.main.routesReloadEnabled=false"));
             for (int i = 1; i < args.length; i++) {
                 cmd.add("-D" + args[i]); // extra settings, e.g. llmbatch.collector.consumers=1
