@@ -13,21 +13,19 @@ import com.mongodb.client.model.IndexOptions;
 import com.mongodb.client.model.Indexes;
 import com.mongodb.client.model.UpdateOneModel;
 import com.mongodb.client.model.UpdateOptions;
-import com.mongodb.client.model.Updates;
 import com.mongodb.client.model.WriteModel;
 import com.rabbitmq.client.AMQP;
 import com.rabbitmq.client.Channel;
 import com.rabbitmq.client.Connection;
 import com.rabbitmq.client.ConnectionFactory;
 import org.bson.Document;
-import org.bson.conversions.Bson;
 
 import io.llmbatch.collector.Collector;
 import io.llmbatch.support.Mongo;
 
 /**
  * bench/collector.sh: on one MongoDB-wire server (mongo-java-server in this JVM; no real mongod here), (1) the raw
- * driver upserting N ~1 KB documents by pid, unordered bulks of 100, as the collector does; (2) the collector
+ * driver upserting N ~1 KB documents by pid ($set + $setOnInsert), unordered bulks of 100, as the collector does; (2) the collector
  * route (target/llm-batch.jar, its own process) draining N ~1 KB results from the queue. Prints both rates.
  */
 public class CollectorBench {
@@ -48,10 +46,10 @@ public class CollectorBench {
                 for (int i = start; i < Math.min(n, start + 100); i++) {
                     String company = "基准测试公司" + i;
                     String pid = Collector.pid(company, "chatglm2_6b_int4");
-                    List<Bson> sets = List.of(Updates.set("company", company), Updates.set("intro", intro),
-                            Updates.set("spends", 1.234), Updates.set("model_name", "chatglm2_6b_int4"), Updates.set("pid", pid),
-                            Updates.set("updated_at", now), Updates.setOnInsert("created_at", now));
-                    bulk.add(new UpdateOneModel<>(Filters.eq("pid", pid), Updates.combine(sets), new UpdateOptions().upsert(true)));
+                    Document set = new Document("company", company).append("intro", intro).append("spends", 1.234)
+                            .append("model_name", "chatglm2_6b_int4").append("pid", pid).append("updated_at", now);
+                    Document update = new Document("$set", set).append("$setOnInsert", new Document("created_at", now));
+                    bulk.add(new UpdateOneModel<>(Filters.eq("pid", pid), update, new UpdateOptions().upsert(true)));
                 }
                 raw.bulkWrite(bulk, new BulkWriteOptions().ordered(false));
             }

@@ -19,13 +19,11 @@ import com.mongodb.client.model.IndexOptions;
 import com.mongodb.client.model.Indexes;
 import com.mongodb.client.model.UpdateOneModel;
 import com.mongodb.client.model.UpdateOptions;
-import com.mongodb.client.model.Updates;
 import com.mongodb.client.model.WriteModel;
 import com.rabbitmq.client.Channel;
 import org.apache.camel.CamelContext;
 import org.apache.camel.Exchange;
 import org.bson.Document;
-import org.bson.conversions.Bson;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -41,6 +39,7 @@ public class Collector {
 
     private static final Logger LOG = LoggerFactory.getLogger(Collector.class);
     private static final long MAX_BACKOFF_MILLIS = 30_000;
+    private static final UpdateOptions UPSERT = new UpdateOptions().upsert(true);
 
     private final MongoCollection<Document> collection;
     private final String defaultModel;
@@ -120,12 +119,10 @@ public class Collector {
                 Date now = new Date();
                 List<WriteModel<Document>> upserts = new ArrayList<>(byPid.size());
                 for (Pending p : byPid.values()) {
-                    List<Bson> sets = new ArrayList<>(p.document().size() + 2);
-                    p.document().forEach((k, v) -> sets.add(Updates.set(k, v)));
-                    sets.add(Updates.set("updated_at", now));
-                    sets.add(Updates.setOnInsert("created_at", now));
-                    upserts.add(new UpdateOneModel<>(Filters.eq("pid", p.pid()), Updates.combine(sets),
-                            new UpdateOptions().upsert(true)));
+                    // one $set document (encoded directly) rather than a $set per field (converted one by one)
+                    Document set = new Document(p.document()).append("updated_at", now);
+                    Document update = new Document("$set", set).append("$setOnInsert", new Document("created_at", now));
+                    upserts.add(new UpdateOneModel<>(Filters.eq("pid", p.pid()), update, UPSERT));
                 }
                 collection.bulkWrite(upserts, new BulkWriteOptions().ordered(false));
                 break;
