@@ -11,7 +11,10 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 
+import com.mongodb.ErrorCategory;
+import com.mongodb.MongoBulkWriteException;
 import com.mongodb.MongoException;
+import com.mongodb.bulk.BulkWriteError;
 import com.mongodb.client.MongoCollection;
 import com.mongodb.client.model.BulkWriteOptions;
 import com.mongodb.client.model.Filters;
@@ -28,6 +31,7 @@ import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 import io.llmbatch.rabbit.ConfirmingPublisher;
+import io.llmbatch.rabbit.OutboundMessage;
 
 /**
  * The steps of the collector route. Results are consumed with MANUAL acknowledgement: the Aggregator completes
@@ -40,6 +44,7 @@ public class Collector {
     private static final Logger LOG = LoggerFactory.getLogger(Collector.class);
     private static final long MAX_BACKOFF_MILLIS = 30_000;
     private static final UpdateOptions UPSERT = new UpdateOptions().upsert(true);
+    private static final BulkWriteOptions UNORDERED = new BulkWriteOptions().ordered(false);
 
     private final MongoCollection<Document> collection;
     private final String defaultModel;
@@ -104,7 +109,8 @@ public class Collector {
     /**
      * Writes a batch as one unordered bulk upsert keyed by {@code pid} and acknowledges its results afterwards.
      * While MongoDB fails the batch is retried with backoff and nothing is acknowledged, so the broker stops
-     * delivering once the prefetch is used up: intake pauses until MongoDB is back.
+     * delivering once the prefetch is used up: intake pauses until MongoDB is back. A document MongoDB refuses
+     * for itself (not for being down) is dead-lettered with the refusal, so it cannot block the collector.
      */
     public int write(List<Pending> batch) {
         // the same company twice in one batch: keep the last (two upserts of one new pid in one bulk can collide)
@@ -112,29 +118,47 @@ public class Collector {
         for (Pending p : batch) {
             byPid.put(p.pid(), p);
         }
+        List<Pending> toWrite = new ArrayList<>(byPid.values());
         long backoff = 500;
-        while (true) {
+        while (!toWrite.isEmpty()) {
             try {
                 ensureIndexes();
-                Date now = new Date();
-                List<WriteModel<Document>> upserts = new ArrayList<>(byPid.size());
-                for (Pending p : byPid.values()) {
-                    // one $set document (encoded directly) rather than a $set per field (converted one by one)
-                    Document set = new Document(p.document()).append("updated_at", now);
-                    Document update = new Document("$set", set).append("$setOnInsert", new Document("created_at", now));
-                    upserts.add(new UpdateOneModel<>(Filters.eq("pid", p.pid()), update, UPSERT));
+                collection.bulkWrite(upserts(toWrite), UNORDERED);
+                toWrite = List.of();
+            } catch (MongoBulkWriteException e) {
+                // unordered: every operation without an error was applied
+                List<Pending> again = new ArrayList<>();
+                for (BulkWriteError error : e.getWriteErrors()) {
+                    Pending p = toWrite.get(error.getIndex());
+                    if (error.getCategory() == ErrorCategory.DUPLICATE_KEY) {
+                        again.add(p); // two collectors upserting a new pid at once: the retry updates
+                    } else {
+                        refused(p, "MongoDB refused the document: " + error.getMessage());
+                    }
                 }
-                collection.bulkWrite(upserts, new BulkWriteOptions().ordered(false));
-                break;
+                toWrite = e.getWriteConcernError() != null ? toWrite : again;
             } catch (MongoException e) {
                 if (!camelContext.isStarted() || camelContext.isStopping()) {
                     LOG.warn("Stopping with a batch of {} unwritten: they stay unacknowledged and return to the queue", batch.size());
                     throw e;
                 }
-                LOG.warn("MongoDB write of {} result(s) failed, retrying in {} ms (nothing acknowledged): {}", batch.size(),
+                LOG.warn("MongoDB write of {} result(s) failed, retrying in {} ms (nothing acknowledged): {}", toWrite.size(),
                         backoff, e.getMessage());
                 sleep(backoff);
                 backoff = Math.min(backoff * 2, MAX_BACKOFF_MILLIS);
+            } catch (RuntimeException e) {
+                // the driver cannot even encode the bulk (e.g. a document over 16 MB): find the culprit(s) one by one
+                List<Pending> again = new ArrayList<>();
+                for (Pending p : toWrite) {
+                    try {
+                        collection.bulkWrite(upserts(List.of(p)), UNORDERED);
+                    } catch (MongoException retry) {
+                        again.add(p);
+                    } catch (RuntimeException bad) {
+                        refused(p, "cannot write the document to MongoDB: " + bad);
+                    }
+                }
+                toWrite = again;
             }
         }
         for (Pending p : batch) {
@@ -142,6 +166,29 @@ public class Collector {
         }
         LOG.debug("Stored {} result(s) ({} distinct)", batch.size(), byPid.size());
         return batch.size();
+    }
+
+    private static List<WriteModel<Document>> upserts(List<Pending> pendings) {
+        Date now = new Date();
+        List<WriteModel<Document>> upserts = new ArrayList<>(pendings.size());
+        for (Pending p : pendings) {
+            // one $set document (encoded directly) rather than a $set per field (converted one by one)
+            Document set = new Document(p.document()).append("updated_at", now);
+            Document update = new Document("$set", set).append("$setOnInsert", new Document("created_at", now));
+            upserts.add(new UpdateOneModel<>(Filters.eq("pid", p.pid()), update, UPSERT));
+        }
+        return upserts;
+    }
+
+    /** A document MongoDB will never take: to the results dead-letter queue (it is acknowledged with its batch). */
+    private void refused(Pending p, String reason) {
+        Map<String, Object> headers = new LinkedHashMap<>();
+        headers.put("x-llmbatch-reason", reason);
+        headers.put("x-llmbatch-exception", "MongoDB write error");
+        headers.put("x-llmbatch-failed-at", new Date().toInstant().toString());
+        publisher.publishOne(deadLetterQueue, new OutboundMessage(p.document().toJson().getBytes(StandardCharsets.UTF_8),
+                null, headers, 0));
+        LOG.warn("Result for {} dead-lettered to {}: {}", p.document().get("company"), deadLetterQueue, reason);
     }
 
     /** Publishes a malformed result, as received, to the results dead-letter queue, then acknowledges it. */

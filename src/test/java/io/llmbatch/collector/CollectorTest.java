@@ -157,4 +157,24 @@ class CollectorTest {
             assertThat(ix.getBoolean("unique")).isTrue();
         });
     }
+
+    @Test
+    void a_document_mongodb_cannot_take_is_dead_lettered_and_does_not_block_the_collector() throws Exception {
+        publish(result("甲公司", "a"));
+        publish(result("超大文档公司", "x".repeat(17 * 1024 * 1024))); // over MongoDB's 16 MB document limit
+        publish(result("乙公司", "b"));
+        awaitCount(2);
+        List<GetResponse> dead = new ArrayList<>();
+        await().atMost(Duration.ofSeconds(20)).until(() -> {
+            dead.addAll(broker.drain(DLQ));
+            return !dead.isEmpty();
+        });
+        assertThat(dead.get(0).getProps().getHeaders().get("x-llmbatch-reason").toString())
+                .startsWith("cannot write the document to MongoDB");
+        assertThat(new String(dead.get(0).getBody(), StandardCharsets.UTF_8)).contains("超大文档公司");
+        await().atMost(Duration.ofSeconds(10)).until(() -> broker.count(RESULTS) == 0);
+        publish(result("丙公司", "c")); // the collector goes on
+        awaitCount(3);
+        assertThat(docs.countDocuments(Filters.eq("company", "超大文档公司"))).isZero();
+    }
 }
