@@ -75,7 +75,7 @@ public class CollectorBench {
             if (opts != null && !opts.isBlank()) {
                 cmd.addAll(List.of(opts.trim().split("\\s+")));
             }
-            cmd.addAll(List.of("-jar", "target/llm-batch.jar", "-Dllmbatch.roles=collector", "-Dllmbatch.queue.results=bench_collector_results",
+            cmd.addAll(List.of("-jar", "target/llm-batch.jar", "-Dllmbatch.rabbitmq.url=amqp://guest:guest@127.0.0.1:5672/", "-Dllmbatch.roles=collector", "-Dllmbatch.queue.results=bench_collector_results",
                     "-Dllmbatch.mongodb.uri=mongodb://127.0.0.1:" + PORT, "-Dcamel.main.routesReloadEnabled=false"));
             for (int i = 1; i < args.length; i++) {
                 cmd.add("-D" + args[i]); // extra settings, e.g. llmbatch.collector.consumers=1

@@ -42,7 +42,7 @@ public class E2eBench {
             }
         }
         Process app = new ProcessBuilder(Path.of(System.getProperty("java.home"), "bin", "java").toString(), "-Xmx1g", "-jar",
-                "target/llm-batch.jar", "-Dllmbatch.queue.tasks=bench_e2e_tasks", "-Dllmbatch.queue.results=bench_e2e_results",
+                "target/llm-batch.jar", "-Dllmbatch.rabbitmq.url=amqp://guest:guest@127.0.0.1:5672/", "-Dllmbatch.queue.tasks=bench_e2e_tasks", "-Dllmbatch.queue.results=bench_e2e_results",
                 "-Dllmbatch.ingest.allowed-queues=bench_e2e_tasks", "-Dcamel.server.port=18780",
                 "-Dllmbatch.ingest.inbox=bench/target/e2e-inbox",
                 "-Dllmbatch.llm.endpoints=http://127.0.0.1:18771;slots=4,http://127.0.0.1:18772;slots=4,http://127.0.0.1:18773;slots=4",

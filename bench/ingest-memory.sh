@@ -16,7 +16,7 @@ count() { rabbitmqctl -q list_queues name messages 2>/dev/null | awk -v q="$1" '
 rabbitmqctl -q purge_queue $Q >/dev/null 2>&1 || true
 rm -rf "$WORK/inbox"; mkdir -p "$WORK/inbox"
 
-java -Xmx256m -XX:+ExitOnOutOfMemoryError -jar target/llm-batch.jar -Dllmbatch.roles=ingest \
+java -Xmx256m -XX:+ExitOnOutOfMemoryError -jar target/llm-batch.jar -Dllmbatch.rabbitmq.url=amqp://guest:guest@127.0.0.1:5672/ -Dllmbatch.roles=ingest \
   -Dllmbatch.queue.tasks=$Q -Dcamel.server.port=18481 -Dllmbatch.ingest.inbox="$WORK/inbox" \
   -Dcamel.main.routesReloadEnabled=false > "$WORK/app.log" 2>&1 &
 APP=$!

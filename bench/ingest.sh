@@ -25,7 +25,7 @@ count() { rabbitmqctl -q list_queues name messages 2>/dev/null | awk -v q="$1" '
 now() { date +%s.%N; }
 
 rm -rf "$WORK/inbox"; mkdir -p "$WORK/inbox"
-java -Xmx512m -jar target/llm-batch.jar -Dllmbatch.roles=ingest -Dllmbatch.queue.tasks=$Q_APP \
+java -Xmx512m -jar target/llm-batch.jar -Dllmbatch.rabbitmq.url=amqp://guest:guest@127.0.0.1:5672/ -Dllmbatch.roles=ingest -Dllmbatch.queue.tasks=$Q_APP \
   -Dllmbatch.ingest.allowed-queues=$Q_APP -Dcamel.server.port=$PORT -Dllmbatch.ingest.inbox="$WORK/inbox" \
   -Dllmbatch.ingest.poll-delay=100 -Dcamel.main.routesReloadEnabled=false > "$WORK/app.log" 2>&1 &
 APP=$!

@@ -22,7 +22,7 @@ sim() { # port latency slots
   PIDS+=($!); echo $!
 }
 worker() { # balance
-  java -Xmx512m -jar $JAR -Dllmbatch.roles=worker -Dllmbatch.queue.tasks=$QT -Dllmbatch.queue.results=$QR \
+  java -Xmx512m -jar $JAR -Dllmbatch.rabbitmq.url=amqp://guest:guest@127.0.0.1:5672/ -Dllmbatch.roles=worker -Dllmbatch.queue.tasks=$QT -Dllmbatch.queue.results=$QR \
     -Dllmbatch.queue.tasks-dlq=$QD -Dllmbatch.llm.balance="$1" -Dllmbatch.llm.cooldown=5000 \
     -Dllmbatch.llm.endpoints="http://127.0.0.1:18701;slots=4,http://127.0.0.1:18702;slots=4,http://127.0.0.1:18703;slots=4" \
     -Dcamel.main.routesReloadEnabled=false > "$WORK/worker-$1.log" 2>&1 &

@@ -14,25 +14,50 @@ import org.apache.camel.main.Main;
  */
 public final class Application {
 
-    /** Packaged defaults first, then the working directory's file, which wins on every key it sets. */
+    /** Camel takes each key from the first location that has it: the working directory's file, then the packaged one. */
     static final String PROPERTY_LOCATIONS
-            = "classpath:application.properties;optional=true,file:application.properties;optional=true";
+            = "file:application.properties;optional=true,classpath:application.properties;optional=true";
 
     private Application() {
     }
 
+    /** With a profile (e.g. {@code prod}), {@code application-<profile>.properties} is read last and wins. */
+    static String locations(String profile) {
+        if (profile == null || profile.isBlank()) {
+            return PROPERTY_LOCATIONS;
+        }
+        String p = profile.trim();
+        // Camel reads a key from the first location that has it: the profile's file goes first, as Camel Main does
+        return "file:application-" + p + ".properties;optional=true,classpath:application-" + p + ".properties;optional=true,"
+               + PROPERTY_LOCATIONS;
+    }
+
     public static void main(String[] args) throws Exception {
         Main main = new Main();
-        main.setPropertyPlaceholderLocations(PROPERTY_LOCATIONS);
         List<String> rest = new ArrayList<>();
+        String profile = System.getProperty("camel.main.profile", System.getenv("CAMEL_MAIN_PROFILE"));
         for (String arg : args) {
             if (arg.startsWith("-D") && arg.indexOf('=') > 2) {
                 int eq = arg.indexOf('=');
-                main.addOverrideProperty(arg.substring(2, eq), arg.substring(eq + 1));
+                String key = arg.substring(2, eq);
+                main.addOverrideProperty(key, arg.substring(eq + 1));
+                if ("camel.main.profile".equals(key)) {
+                    profile = arg.substring(eq + 1);
+                }
             } else {
                 rest.add(arg);
             }
         }
+        if (!rest.isEmpty() && "results".equals(rest.get(0))) {
+            java.util.Properties overrides = new java.util.Properties();
+            for (String arg : args) {
+                if (arg.startsWith("-D") && arg.indexOf('=') > 2) {
+                    overrides.setProperty(arg.substring(2, arg.indexOf('=')), arg.substring(arg.indexOf('=') + 1));
+                }
+            }
+            System.exit(ResultsCommand.run(locations(profile), overrides, rest.size() > 1 ? rest.get(1) : null, System.out));
+        }
+        main.setPropertyPlaceholderLocations(locations(profile));
         System.exit(main.run(rest.toArray(String[]::new)));
     }
 }

@@ -34,6 +34,7 @@ import com.mongodb.client.MongoClient;
 import com.mongodb.client.MongoClients;
 
 import io.llmbatch.collector.Collector;
+import io.llmbatch.embedded.Embedded;
 import io.llmbatch.ingest.FileIngest;
 import io.llmbatch.llm.Backend;
 import io.llmbatch.llm.LlmGateway;
@@ -77,8 +78,6 @@ public class LlmBatchConfiguration implements CamelConfiguration {
     String resultsQueue;
     @PropertyInject("llmbatch.queue.tasks-dlq")
     String tasksDeadLetterQueue;
-    @PropertyInject(value = "llmbatch.llm.endpoints", defaultValue = "")
-    String llmEndpoints;
     @PropertyInject(value = "llmbatch.llm.api", defaultValue = "chatglm")
     String llmApi;
     @PropertyInject(value = "llmbatch.llm.model", defaultValue = "chatglm2_6b_int4")
@@ -110,8 +109,6 @@ public class LlmBatchConfiguration implements CamelConfiguration {
     @PropertyInject(value = "llmbatch.worker.gpu", defaultValue = "")
     String workerGpu;
 
-    @PropertyInject(value = "llmbatch.mongodb.uri", defaultValue = "mongodb://127.0.0.1:27017")
-    String mongoUri;
     @PropertyInject(value = "llmbatch.mongodb.database", defaultValue = "llm")
     String mongoDatabase;
     @PropertyInject(value = "llmbatch.mongodb.collection", defaultValue = "company_intro")
@@ -120,6 +117,17 @@ public class LlmBatchConfiguration implements CamelConfiguration {
     String collectorModelName;
     @PropertyInject(value = "llmbatch.queue.results-dlq", defaultValue = "ent_intro_result.dlq")
     String resultsDeadLetterQueue;
+
+    @PropertyInject(value = "llmbatch.embedded.data-dir", defaultValue = "data")
+    String embeddedDataDir;
+    @PropertyInject(value = "llmbatch.embedded.broker-port", defaultValue = "5673")
+    int embeddedBrokerPort;
+    @PropertyInject(value = "llmbatch.embedded.mongodb-port", defaultValue = "27018")
+    int embeddedMongoPort;
+    @PropertyInject(value = "llmbatch.embedded.llm-port", defaultValue = "10100")
+    int embeddedLlmPort;
+    @PropertyInject(value = "llmbatch.embedded.llm-latency", defaultValue = "20")
+    long embeddedLlmLatency;
 
     @PropertyInject(value = "camel.server.enabled", defaultValue = "false")
     boolean httpEnabled;
@@ -134,6 +142,9 @@ public class LlmBatchConfiguration implements CamelConfiguration {
             requirePortFree(httpHost, httpPort);
         }
         Registry registry = camelContext.getRegistry();
+        if (Embedded.EMBEDDED.equals(rabbitUrl.trim())) {
+            rabbitUrl = embedded(camelContext, Embedded.broker(Path.of(embeddedDataDir), embeddedBrokerPort));
+        }
         CachingConnectionFactory connectionFactory = connectionFactory();
         registry.bind("rabbitConnectionFactory", connectionFactory);
         // close the broker connection after the routes have stopped
@@ -170,6 +181,12 @@ public class LlmBatchConfiguration implements CamelConfiguration {
     }
 
     private void configureCollector(CamelContext camelContext, Registry registry, ConfirmingPublisher publisher) throws Exception {
+        // resolved here, not injected: a process without the collector role needs no MongoDB setting (prod profile)
+        // (strict: in the prod profile a missing MONGODB_URI stops the start, it never falls back to embedded)
+        String mongoUri = camelContext.resolvePropertyPlaceholders("{{llmbatch.mongodb.uri}}");
+        if (Embedded.EMBEDDED.equals(mongoUri.trim())) {
+            mongoUri = embedded(camelContext, Embedded.mongo(Path.of(embeddedDataDir), embeddedMongoPort));
+        }
         MongoClient mongo = MongoClients.create(mongoUri);
         camelContext.addService(new ServiceSupport() {
             @Override
@@ -199,6 +216,11 @@ public class LlmBatchConfiguration implements CamelConfiguration {
     }
 
     private void configureWorker(CamelContext camelContext, Registry registry, ConfirmingPublisher publisher) throws Exception {
+        // resolved here, not injected: only a worker needs LLM endpoints (prod profile)
+        String llmEndpoints = camelContext.resolvePropertyPlaceholders("{{llmbatch.llm.endpoints}}");
+        if (Embedded.EMBEDDED.equals(llmEndpoints.trim())) {
+            llmEndpoints = embedded(camelContext, Embedded.llm(embeddedLlmPort, Embedded.LLM_SLOTS, embeddedLlmLatency));
+        }
         LlmGateway gateway = new LlmGateway(Backend.parseAll(llmEndpoints, llmApi), new LlmGateway.Settings(
                 llmModel, llmMaxTokens, llmTemperature, llmChatglmMaxLength, Duration.ofMillis(llmConnectTimeout),
                 Duration.ofMillis(llmResponseTimeout), llmMaxAttempts, llmCooldown, llmBackoff,
@@ -245,6 +267,17 @@ public class LlmBatchConfiguration implements CamelConfiguration {
         cf.setConnectionNameStrategy(f -> name);
         LOG.info("RabbitMQ at {} (roles: {})", Urls.mask(rabbitUrl), Roles.parse(roles));
         return cf;
+    }
+
+    /** Stops an embedded part with the context (after the routes); returns its address. */
+    private static String embedded(CamelContext camelContext, Embedded.Running running) throws Exception {
+        camelContext.addService(new ServiceSupport() {
+            @Override
+            protected void doStop() {
+                running.stop().run();
+            }
+        }, true, true);
+        return running.address();
     }
 
     /**

@@ -4,6 +4,7 @@ import org.apache.camel.CamelContext;
 import org.apache.camel.CamelContextAware;
 import org.apache.camel.spi.PropertiesFunction;
 
+import io.llmbatch.embedded.Embedded;
 import io.llmbatch.llm.Backend;
 
 /**
@@ -35,8 +36,9 @@ public class LlmBatchFunction implements PropertiesFunction, CamelContextAware {
             return String.valueOf(roles().has(what.substring(5).trim()));
         }
         if ("total-slots".equals(what) || "twice-total-slots".equals(what)) {
-            String endpoints = property("llmbatch.llm.endpoints", "");
-            int slots = Backend.parseAll(endpoints, property("llmbatch.llm.api", "chatglm")).stream().mapToInt(Backend::slots).sum();
+            String endpoints = property("llmbatch.llm.endpoints", "").trim();
+            int slots = Embedded.EMBEDDED.equals(endpoints) ? Embedded.LLM_SLOTS
+                    : Backend.parseAll(endpoints, property("llmbatch.llm.api", "chatglm")).stream().mapToInt(Backend::slots).sum();
             return String.valueOf("total-slots".equals(what) ? slots : 2 * slots);
         }
         throw new IllegalArgumentException("{{llmbatch:" + remainder

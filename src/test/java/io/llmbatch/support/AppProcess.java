@@ -6,6 +6,7 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.Map;
 
 /** target/llm-batch.jar started as its own process, as on a real machine, so a test can kill -9 it. */
 public final class AppProcess implements AutoCloseable {
@@ -18,7 +19,18 @@ public final class AppProcess implements AutoCloseable {
         this.log = log;
     }
 
+    /** The jar on the tests' broker (RabbitMQRequired.URL), with the given settings. */
     public static AppProcess start(String name, String... properties) throws IOException {
+        String[] all = java.util.Arrays.copyOf(properties, properties.length + 1);
+        all[properties.length] = "llmbatch.rabbitmq.url=" + RabbitMQRequired.URL;
+        return startWithEnvironment(name, Map.of(), all);
+    }
+
+    /**
+     * The jar with exactly the given settings and environment additions; RABBITMQ_URL, MONGODB_URI and
+     * LLM_ENDPOINTS are removed from the inherited environment unless given, so "nothing configured" means it.
+     */
+    public static AppProcess startWithEnvironment(String name, Map<String, String> env, String... properties) throws IOException {
         Path jar = Path.of("target/llm-batch.jar");
         if (!Files.exists(jar)) {
             throw new IllegalStateException("target/llm-batch.jar is missing: run the *IT tests with `mvn verify` (after package)");
@@ -29,8 +41,13 @@ public final class AppProcess implements AutoCloseable {
             cmd.add("-D" + p);
         }
         Path log = Path.of("target", name + ".log");
-        Process process = new ProcessBuilder(cmd).directory(new File(".")).redirectErrorStream(true)
-                .redirectOutput(log.toFile()).start();
+        ProcessBuilder builder = new ProcessBuilder(cmd).directory(new File(".")).redirectErrorStream(true)
+                .redirectOutput(log.toFile());
+        for (String var : List.of("RABBITMQ_URL", "MONGODB_URI", "LLM_ENDPOINTS", "CAMEL_MAIN_PROFILE")) {
+            builder.environment().remove(var);
+        }
+        builder.environment().putAll(env);
+        Process process = builder.start();
         return new AppProcess(process, log);
     }
 

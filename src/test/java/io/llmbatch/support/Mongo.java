@@ -1,10 +1,9 @@
 package io.llmbatch.support;
 
-import java.util.List;
-
 import de.bwaldvogel.mongo.MongoServer;
-import de.bwaldvogel.mongo.MongoVersion;
 import de.bwaldvogel.mongo.backend.memory.MemoryBackend;
+
+import io.llmbatch.embedded.Embedded;
 
 /**
  * A MongoDB-wire server in the test JVM (mongo-java-server): no real mongod can be installed on these machines.
@@ -12,22 +11,6 @@ import de.bwaldvogel.mongo.backend.memory.MemoryBackend;
  * collector relies on; it ignores non-unique indexes.
  */
 public final class Mongo {
-
-    /**
-     * mongo-java-server 1.46 (the newest on netty 4.1, which Vert.x needs) announces MongoDB 4.0 at most; driver 5.x
-     * refuses servers below wire version 8 (4.2). The commands the collector uses are the same in 4.2.
-     */
-    private static final MongoVersion MONGO_4_2 = new MongoVersion() {
-        @Override
-        public List<Integer> getVersionArray() {
-            return List.of(4, 2, 0);
-        }
-
-        @Override
-        public int getWireVersion() {
-            return 8;
-        }
-    };
 
     private static MongoServer server;
     private static MemoryBackend backend;
@@ -40,7 +23,7 @@ public final class Mongo {
         if (server == null) {
             if (backend == null) {
                 backend = new MemoryBackend();
-                backend.version(MONGO_4_2);
+                backend.version(Embedded.MONGO_4_2);
             }
             server = new MongoServer(backend);
             server.bind("127.0.0.1", port);

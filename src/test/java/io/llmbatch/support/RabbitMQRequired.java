@@ -17,8 +17,8 @@ import static org.junit.jupiter.api.Assertions.fail;
  */
 public class RabbitMQRequired implements BeforeAllCallback {
 
-    /** The broker the tests use: {@code RABBITMQ_URL} when set, else the local default. */
-    public static final String URL = System.getenv().getOrDefault("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/");
+    /** The broker the tests use (set by the pom from {@code test.rabbitmq.url}), never the embedded one. */
+    public static final String URL = System.getProperty("llmbatch.rabbitmq.url", "amqp://guest:guest@127.0.0.1:5672/");
 
     @Override
     public void beforeAll(ExtensionContext context) {
@@ -29,7 +29,7 @@ public class RabbitMQRequired implements BeforeAllCallback {
         } catch (IOException e) {
             fail("RabbitMQ is not reachable at " + uri.getHost() + ":" + port + " (" + e.getMessage() + "). "
                  + "These tests need a real broker: start one with `rabbitmq-server -detached` "
-                 + "(Debian: apt-get install -y rabbitmq-server) or point RABBITMQ_URL at one; .ci/run does both.");
+                 + "(Debian: apt-get install -y rabbitmq-server) or point -Dtest.rabbitmq.url at one; .ci/run does both.");
         }
     }
 }

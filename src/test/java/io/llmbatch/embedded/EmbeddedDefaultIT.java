@@ -1,0 +1,104 @@
+package io.llmbatch.embedded;
+
+import java.io.IOException;
+import java.net.InetSocketAddress;
+import java.net.Socket;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.StandardCopyOption;
+import java.time.Duration;
+import java.util.Map;
+
+import com.mongodb.client.MongoClient;
+import com.mongodb.client.MongoClients;
+import com.mongodb.client.MongoCollection;
+import org.apache.camel.util.FileUtil;
+import org.bson.Document;
+import org.junit.jupiter.api.Test;
+
+import io.llmbatch.support.AppProcess;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.awaitility.Awaitility.await;
+
+/**
+ * The default run with nothing configured (no RABBITMQ_URL, MONGODB_URI, LLM_ENDPOINTS): embedded broker, MongoDB
+ * and LLM simulator process the sample job end to end, the results survive a restart, and a configured broker
+ * that is down is reported, never replaced by the embedded one. Only ports and directories are set, so that the
+ * test does not collide with a running node.
+ */
+class EmbeddedDefaultIT {
+
+    static final Path DATA = Path.of("target/it-embedded/data");
+    static final Path INBOX = Path.of("target/it-embedded/inbox");
+    static final int BROKER_PORT = 15673;
+    static final int MONGO_PORT = 17018;
+    static final String[] PLACES = { "llmbatch.embedded.data-dir=" + DATA, "llmbatch.ingest.inbox=" + INBOX,
+                                     "llmbatch.embedded.broker-port=" + BROKER_PORT, "llmbatch.embedded.mongodb-port=" + MONGO_PORT,
+                                     "llmbatch.embedded.llm-port=11100", "camel.server.port=18190",
+                                     "camel.main.routesReloadEnabled=false" };
+
+    @Test
+    void default_run_processes_the_sample_job_and_keeps_results_across_a_restart() throws Exception {
+        FileUtil.removeDir(DATA.getParent().toFile());
+        Files.createDirectories(INBOX);
+        long rows = Files.lines(Path.of("samples/companies.csv")).count() - 1;
+
+        try (AppProcess first = AppProcess.startWithEnvironment("embedded-1", Map.of(), PLACES)) {
+            await().atMost(Duration.ofSeconds(60)).until(() -> listening(MONGO_PORT) && listening(BROKER_PORT));
+            Path tmp = INBOX.resolveSibling("companies.csv.tmp");
+            Files.copy(Path.of("samples/companies.csv"), tmp);
+            Files.move(tmp, INBOX.resolve("companies.csv"), StandardCopyOption.ATOMIC_MOVE);
+            await().atMost(Duration.ofSeconds(180)).until(() -> stored() == rows);
+            String log = Files.readString(first.log());
+            assertThat(log).contains("EMBEDDED broker", "EMBEDDED MongoDB", "EMBEDDED LLM SIMULATOR");
+        }
+        assertThat(listening(MONGO_PORT)).as("the embedded MongoDB stopped with the process").isFalse();
+        try (AppProcess second = AppProcess.startWithEnvironment("embedded-2", Map.of(), PLACES)) {
+            await().atMost(Duration.ofSeconds(60)).until(() -> listening(MONGO_PORT));
+            assertThat(stored()).as("results survive a restart").isEqualTo(rows);
+            try (MongoClient client = client()) {
+                Document d = collection(client).find(new Document("company", "成都凯泰电子有限公司")).first();
+                assertThat(d.getString("intro")).contains("SIMULATED");
+                assertThat(d.get("task", Document.class).getString("industry")).isEqualTo("制造");
+            }
+        }
+    }
+
+    @Test
+    void a_configured_broker_that_is_down_is_reported_and_not_replaced() throws Exception {
+        try (AppProcess app = AppProcess.startWithEnvironment("embedded-down", Map.of("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:1/"),
+                PLACES)) {
+            await().atMost(Duration.ofSeconds(60)).until(() -> Files.readString(app.log()).contains("Connection refused"));
+            String log = Files.readString(app.log());
+            assertThat(log).contains("RabbitMQ at amqp://guest:***@127.0.0.1:1/").doesNotContain("EMBEDDED broker");
+            assertThat(listening(BROKER_PORT)).isFalse();
+            assertThat(app.isAlive()).as("keeps retrying").isTrue();
+        }
+    }
+
+    static long stored() {
+        try (MongoClient client = client()) {
+            return collection(client).countDocuments();
+        } catch (RuntimeException e) {
+            return -1;
+        }
+    }
+
+    static MongoClient client() {
+        return MongoClients.create("mongodb://127.0.0.1:" + MONGO_PORT + "/?serverSelectionTimeoutMS=1000");
+    }
+
+    static MongoCollection<Document> collection(MongoClient client) {
+        return client.getDatabase("llm").getCollection("company_intro");
+    }
+
+    static boolean listening(int port) {
+        try (Socket s = new Socket()) {
+            s.connect(new InetSocketAddress("127.0.0.1", port), 500);
+            return true;
+        } catch (IOException e) {
+            return false;
+        }
+    }
+}
