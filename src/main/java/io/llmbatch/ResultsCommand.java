@@ -25,29 +25,29 @@ final class ResultsCommand {
     }
 
     static int run(String locations, Properties overrides, String company, PrintStream out) throws Exception {
-        try (DefaultCamelContext context = new DefaultCamelContext()) {
-            PropertiesComponent pc = context.getPropertiesComponent();
-            pc.setLocation(locations);
-            pc.setOverrideProperties(overrides);
-            context.build();
-            String uri = pc.resolveProperty("llmbatch.mongodb.uri").orElseThrow().trim();
-            if (Embedded.EMBEDDED.equals(uri)) {
-                uri = "mongodb://127.0.0.1:" + pc.resolveProperty("llmbatch.embedded.mongodb-port").orElse("27018")
-                      + "/?serverSelectionTimeoutMS=3000";
-            }
-            try (MongoClient client = MongoClients.create(uri)) {
-                MongoCollection<Document> docs = client.getDatabase(pc.resolveProperty("llmbatch.mongodb.database").orElse("llm"))
-                        .getCollection(pc.resolveProperty("llmbatch.mongodb.collection").orElse("company_intro"));
-                Bson filter = company == null ? new Document() : Filters.eq("company", company);
-                out.println(docs.countDocuments() + " result(s) stored in " + Urls.mask(uri) + (company == null ? "; latest:" : ":"));
-                for (Document d : docs.find(filter).sort(Sorts.descending("updated_at")).limit(5)) {
-                    out.println();
-                    out.println("company:     " + d.getString("company"));
-                    out.println("model_name:  " + d.getString("model_name") + "   pid: " + d.getString("pid"));
-                    out.println("worker/gpu:  " + d.getString("worker_host") + " / " + d.getString("gpu") + " via " + d.getString("backend"));
-                    out.println("spends:      " + d.get("spends") + " s, finished " + d.getString("finished_at"));
-                    out.println("intro:       " + d.getString("intro"));
-                }
+        // a bare context only to read the settings the way the app does (never started, so nothing to stop)
+        DefaultCamelContext context = new DefaultCamelContext();
+        PropertiesComponent pc = context.getPropertiesComponent();
+        pc.setLocation(locations);
+        pc.setOverrideProperties(overrides);
+        context.build();
+        String uri = context.resolvePropertyPlaceholders("{{llmbatch.mongodb.uri}}").trim();
+        if (Embedded.EMBEDDED.equals(uri)) {
+            uri = "mongodb://127.0.0.1:" + context.resolvePropertyPlaceholders("{{llmbatch.embedded.mongodb-port}}")
+                  + "/?serverSelectionTimeoutMS=3000";
+        }
+        try (MongoClient client = MongoClients.create(uri)) {
+            MongoCollection<Document> docs = client.getDatabase(context.resolvePropertyPlaceholders("{{llmbatch.mongodb.database}}"))
+                    .getCollection(context.resolvePropertyPlaceholders("{{llmbatch.mongodb.collection}}"));
+            Bson filter = company == null ? new Document() : Filters.eq("company", company);
+            out.println(docs.countDocuments() + " result(s) stored in " + Urls.mask(uri) + (company == null ? "; latest:" : ":"));
+            for (Document d : docs.find(filter).sort(Sorts.descending("updated_at")).limit(5)) {
+                out.println();
+                out.println("company:     " + d.getString("company"));
+                out.println("model_name:  " + d.getString("model_name") + "   pid: " + d.getString("pid"));
+                out.println("worker/gpu:  " + d.getString("worker_host") + " / " + d.getString("gpu") + " via " + d.getString("backend"));
+                out.println("spends:      " + d.get("spends") + " s, finished " + d.getString("finished_at"));
+                out.println("intro:       " + d.getString("intro"));
             }
         }
         return 0;
