@@ -20,6 +20,7 @@ import org.apache.camel.spi.Registry;
 import org.apache.camel.support.service.ServiceSupport;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
+import org.springframework.amqp.rabbit.connection.AbstractConnectionFactory;
 import org.springframework.amqp.rabbit.connection.CachingConnectionFactory;
 import org.springframework.amqp.rabbit.core.RabbitAdmin;
 import org.springframework.amqp.rabbit.config.RetryInterceptorBuilder;
@@ -240,10 +241,22 @@ public class LlmBatchConfiguration implements CamelConfiguration {
 
     private CachingConnectionFactory connectionFactory() throws Exception {
         CachingConnectionFactory cf = new CachingConnectionFactory();
+        // several brokers of a cluster: a comma list of URLs; credentials, vhost and TLS come from the first
+        List<String> urls = list(rabbitUrl);
         try {
-            cf.setUri(rabbitUrl);
+            cf.setUri(urls.get(0));
+            if (urls.size() > 1) {
+                StringBuilder addresses = new StringBuilder();
+                for (String url : urls) {
+                    java.net.URI u = java.net.URI.create(url);
+                    int port = u.getPort() > 0 ? u.getPort() : "amqps".equals(u.getScheme()) ? 5671 : 5672;
+                    addresses.append(addresses.length() == 0 ? "" : ",").append(u.getHost()).append(':').append(port);
+                }
+                cf.setAddresses(addresses.toString());
+                cf.setAddressShuffleMode(AbstractConnectionFactory.AddressShuffleMode.RANDOM);
+            }
         } catch (RuntimeException e) {
-            throw new IllegalArgumentException("llmbatch.rabbitmq.url is not a valid amqp:// or amqps:// URL: "
+            throw new IllegalArgumentException("llmbatch.rabbitmq.url is not a valid amqp:// or amqps:// URL (or comma list): "
                                                + Urls.mask(rabbitUrl), e);
         }
         if (cf.getVirtualHost() == null || cf.getVirtualHost().isEmpty()) {

@@ -15,7 +15,7 @@ class ProfileTest {
             context.getPropertiesComponent().setLocation(Application.locations("prod"));
             context.build();
             assertThat(context.getPropertiesComponent().resolveProperty("llmbatch.queue.tasks")).hasValue("ent_intro_task");
-            // (the tests pin llmbatch.rabbitmq.url as a system property, so MongoDB shows the rule)
+            // (the tests set RABBITMQ_URL to the real broker, so MongoDB shows the rule)
             if (System.getenv("MONGODB_URI") == null) {
                 assertThatThrownBy(() -> context.resolvePropertyPlaceholders("{{llmbatch.mongodb.uri}}"))
                         .hasMessageContaining("env:MONGODB_URI");

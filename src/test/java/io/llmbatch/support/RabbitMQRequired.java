@@ -18,7 +18,7 @@ import static org.junit.jupiter.api.Assertions.fail;
 public class RabbitMQRequired implements BeforeAllCallback {
 
     /** The broker the tests use (set by the pom from {@code test.rabbitmq.url}), never the embedded one. */
-    public static final String URL = System.getProperty("llmbatch.rabbitmq.url", "amqp://guest:guest@127.0.0.1:5672/");
+    public static final String URL = System.getenv().getOrDefault("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/");
 
     @Override
     public void beforeAll(ExtensionContext context) {
