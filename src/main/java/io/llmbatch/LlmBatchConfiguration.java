@@ -146,7 +146,9 @@ public class LlmBatchConfiguration implements CamelConfiguration {
         if (Embedded.EMBEDDED.equals(rabbitUrl.trim())) {
             rabbitUrl = embedded(camelContext, Embedded.broker(Path.of(embeddedDataDir), embeddedBrokerPort));
         }
-        CachingConnectionFactory connectionFactory = connectionFactory();
+        Roles these = Roles.parse(roles);
+        String host = InetAddress.getLocalHost().getHostName();
+        CachingConnectionFactory connectionFactory = connectionFactory(these, host);
         registry.bind("rabbitConnectionFactory", connectionFactory);
         // close the broker connection after the routes have stopped
         camelContext.addService(new ServiceSupport() {
@@ -166,7 +168,6 @@ public class LlmBatchConfiguration implements CamelConfiguration {
         // The spring-rabbitmq default with retries off is a recoverer that logs "dropped" and acknowledges: a loss.
         registry.bind("requeueOnFailure", RetryInterceptorBuilder.stateless().maxAttempts(1)
                 .recoverer(new ImmediateRequeueMessageRecoverer()).build());
-        Roles these = Roles.parse(roles);
         if (these.has(Roles.INGEST)) {
             List<String> required = list(requiredFields);
             registry.bind("httpIngest", new HttpIngest(publisher, tasksQueue, new LinkedHashSet<>(list(allowedQueues)),
@@ -174,7 +175,7 @@ public class LlmBatchConfiguration implements CamelConfiguration {
             registry.bind("fileIngest", new FileIngest(publisher, tasksQueue, required, Charset.forName(charset), camelContext));
         }
         if (these.has(Roles.WORKER)) {
-            configureWorker(camelContext, registry, publisher);
+            configureWorker(camelContext, registry, publisher, host);
         }
         if (these.has(Roles.COLLECTOR)) {
             configureCollector(camelContext, registry, publisher);
@@ -216,7 +217,8 @@ public class LlmBatchConfiguration implements CamelConfiguration {
         publisher.declare(resultsDeadLetterQueue, false);
     }
 
-    private void configureWorker(CamelContext camelContext, Registry registry, ConfirmingPublisher publisher) throws Exception {
+    private void configureWorker(CamelContext camelContext, Registry registry, ConfirmingPublisher publisher, String host)
+            throws Exception {
         // resolved here, not injected: only a worker needs LLM endpoints (prod profile)
         String llmEndpoints = camelContext.resolvePropertyPlaceholders("{{llmbatch.llm.endpoints}}");
         if (Embedded.EMBEDDED.equals(llmEndpoints.trim())) {
@@ -230,7 +232,6 @@ public class LlmBatchConfiguration implements CamelConfiguration {
         PromptTemplate prompt = new PromptTemplate(Path.of(workerPrompt));
         LOG.info("Worker: prompt {} with fields {}, LLM backends {} ({} slots, {}), model {}", prompt.path(), prompt.fields(),
                 gateway.backends(), gateway.totalSlots(), llmBalance, llmModel);
-        String host = InetAddress.getLocalHost().getHostName();
         registry.bind("worker", new Worker(prompt, publisher, resultsQueue, tasksDeadLetterQueue, workerCompanyField, host,
                 Gpu.describe(workerGpu)));
         WorkerControl control = new WorkerControl(camelContext, gateway, llmProbeInterval);
@@ -239,7 +240,7 @@ public class LlmBatchConfiguration implements CamelConfiguration {
         publisher.declare(tasksDeadLetterQueue, false);
     }
 
-    private CachingConnectionFactory connectionFactory() throws Exception {
+    private CachingConnectionFactory connectionFactory(Roles these, String host) {
         CachingConnectionFactory cf = new CachingConnectionFactory();
         // several brokers of a cluster: a comma list of URLs; credentials, vhost and TLS come from the first
         List<String> urls = list(rabbitUrl);
@@ -276,9 +277,9 @@ public class LlmBatchConfiguration implements CamelConfiguration {
         }));
         cf.setPublisherConfirmType(CachingConnectionFactory.ConfirmType.CORRELATED);
         cf.setPublisherReturns(true);
-        String name = "llm-batch " + InetAddress.getLocalHost().getHostName() + " (" + Roles.parse(roles) + ")";
+        String name = "llm-batch " + host + " (" + these + ")";
         cf.setConnectionNameStrategy(f -> name);
-        LOG.info("RabbitMQ at {} (roles: {})", Urls.mask(rabbitUrl), Roles.parse(roles));
+        LOG.info("RabbitMQ at {} (roles: {})", Urls.mask(rabbitUrl), these);
         return cf;
     }
 

@@ -26,12 +26,12 @@ import com.mongodb.client.model.WriteModel;
 import com.rabbitmq.client.Channel;
 import org.apache.camel.CamelContext;
 import org.apache.camel.Exchange;
+import org.apache.camel.component.springrabbit.SpringRabbitMQConstants;
 import org.bson.Document;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 import io.llmbatch.rabbit.ConfirmingPublisher;
-import io.llmbatch.rabbit.OutboundMessage;
 
 /**
  * The steps of the collector route. Results are consumed with MANUAL acknowledgement: the Aggregator completes
@@ -182,12 +182,8 @@ public class Collector {
 
     /** A document MongoDB will never take: to the results dead-letter queue (it is acknowledged with its batch). */
     private void refused(Pending p, String reason) {
-        Map<String, Object> headers = new LinkedHashMap<>();
-        headers.put("x-llmbatch-reason", reason);
-        headers.put("x-llmbatch-exception", "MongoDB write error");
-        headers.put("x-llmbatch-failed-at", new Date().toInstant().toString());
-        publisher.publishOne(deadLetterQueue, new OutboundMessage(p.document().toJson().getBytes(StandardCharsets.UTF_8),
-                null, headers, 0));
+        publisher.deadLetter(deadLetterQueue, p.document().toJson().getBytes(StandardCharsets.UTF_8), null, reason,
+                "MongoDB write error", Map.of());
         LOG.warn("Result for {} dead-lettered to {}: {}", p.document().get("company"), deadLetterQueue, reason);
     }
 
@@ -209,11 +205,11 @@ public class Collector {
     }
 
     private static Channel channel(Exchange exchange) {
-        return exchange.getProperty("CamelSpringRabbitmqChannel", Channel.class);
+        return exchange.getProperty(SpringRabbitMQConstants.CHANNEL, Channel.class);
     }
 
     private static long deliveryTag(Exchange exchange) {
-        Long tag = exchange.getMessage().getHeader("CamelSpringRabbitmqDeliveryTag", Long.class);
+        Long tag = exchange.getMessage().getHeader(SpringRabbitMQConstants.DELIVERY_TAG, Long.class);
         return tag == null ? -1 : tag;
     }
 

@@ -9,6 +9,7 @@ import java.util.concurrent.ExecutionException;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
 
+import org.apache.camel.component.springrabbit.SpringRabbitMQConstants;
 import org.springframework.amqp.core.Message;
 import org.springframework.amqp.core.MessageDeliveryMode;
 import org.springframework.amqp.core.MessageProperties;
@@ -60,16 +61,22 @@ public class ConfirmingPublisher {
      */
     public String deadLetter(String queue, org.apache.camel.Exchange exchange, Map<String, Object> extraHeaders) {
         Exception e = exchange.getProperty(org.apache.camel.Exchange.EXCEPTION_CAUGHT, Exception.class);
-        byte[] body = exchange.getMessage().getBody(byte[].class);
-        Map<String, Object> headers = new java.util.LinkedHashMap<>();
         String reason = e == null ? "unknown" : String.valueOf(e.getMessage());
+        deadLetter(queue, exchange.getMessage().getBody(byte[].class),
+                exchange.getMessage().getHeader(SpringRabbitMQConstants.MESSAGE_ID, String.class), reason,
+                e == null ? "unknown" : e.getClass().getName(), extraHeaders);
+        return reason;
+    }
+
+    /** Publishes a dead letter with {@code x-llmbatch-reason}, {@code -exception}, {@code -failed-at} and {@code extraHeaders}. */
+    public void deadLetter(String queue, byte[] body, String messageId, String reason, String exception,
+                           Map<String, Object> extraHeaders) {
+        Map<String, Object> headers = new java.util.LinkedHashMap<>();
         headers.put("x-llmbatch-reason", reason);
-        headers.put("x-llmbatch-exception", e == null ? "unknown" : e.getClass().getName());
+        headers.put("x-llmbatch-exception", exception);
         headers.put("x-llmbatch-failed-at", java.time.OffsetDateTime.now(java.time.ZoneOffset.UTC).toString());
         headers.putAll(extraHeaders);
-        publishOne(queue, new OutboundMessage(body == null ? new byte[0] : body,
-                exchange.getMessage().getHeader("CamelSpringRabbitmqMessageId", String.class), headers, 0));
-        return reason;
+        publishOne(queue, new OutboundMessage(body == null ? new byte[0] : body, messageId, headers, 0));
     }
 
     /** Outcome of a fully confirmed run. */

@@ -11,6 +11,7 @@ import java.util.Map;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import org.apache.camel.Exchange;
+import org.apache.camel.component.springrabbit.SpringRabbitMQConstants;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -30,7 +31,7 @@ public class Worker {
     private static final Logger LOG = LoggerFactory.getLogger(Worker.class);
     static final String TASK = "llmbatchTask";
     static final String STARTED_AT = "llmbatchStartedAt";
-    static final String MESSAGE_ID = "CamelSpringRabbitmqMessageId";
+    static final String MESSAGE_ID = SpringRabbitMQConstants.MESSAGE_ID;
 
     private final PromptTemplate prompt;
     private final ConfirmingPublisher publisher;
