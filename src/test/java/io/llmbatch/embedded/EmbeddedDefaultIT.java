@@ -1,8 +1,5 @@
 package io.llmbatch.embedded;
 
-import java.io.IOException;
-import java.net.InetSocketAddress;
-import java.net.Socket;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.StandardCopyOption;
@@ -17,6 +14,7 @@ import org.bson.Document;
 import org.junit.jupiter.api.Test;
 
 import io.llmbatch.support.AppProcess;
+import io.llmbatch.support.Http;
 
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.awaitility.Awaitility.await;
@@ -45,7 +43,7 @@ class EmbeddedDefaultIT {
         long rows = Files.lines(Path.of("samples/companies.csv")).count() - 1;
 
         try (AppProcess first = AppProcess.startWithEnvironment("embedded-1", Map.of(), PLACES)) {
-            await().atMost(Duration.ofSeconds(60)).until(() -> listening(MONGO_PORT) && listening(BROKER_PORT));
+            await().atMost(Duration.ofSeconds(60)).until(() -> Http.listening(MONGO_PORT) && Http.listening(BROKER_PORT));
             Path tmp = INBOX.resolveSibling("companies.csv.tmp");
             Files.copy(Path.of("samples/companies.csv"), tmp);
             Files.move(tmp, INBOX.resolve("companies.csv"), StandardCopyOption.ATOMIC_MOVE);
@@ -53,9 +51,9 @@ class EmbeddedDefaultIT {
             String log = Files.readString(first.log());
             assertThat(log).contains("EMBEDDED broker", "EMBEDDED MongoDB", "EMBEDDED LLM SIMULATOR");
         }
-        assertThat(listening(MONGO_PORT)).as("the embedded MongoDB stopped with the process").isFalse();
+        assertThat(Http.listening(MONGO_PORT)).as("the embedded MongoDB stopped with the process").isFalse();
         try (AppProcess second = AppProcess.startWithEnvironment("embedded-2", Map.of(), PLACES)) {
-            await().atMost(Duration.ofSeconds(60)).until(() -> listening(MONGO_PORT));
+            await().atMost(Duration.ofSeconds(60)).until(() -> Http.listening(MONGO_PORT));
             assertThat(stored()).as("results survive a restart").isEqualTo(rows);
             try (MongoClient client = client()) {
                 Document d = collection(client).find(new Document("company", "成都凯泰电子有限公司")).first();
@@ -72,7 +70,7 @@ class EmbeddedDefaultIT {
             await().atMost(Duration.ofSeconds(60)).until(() -> Files.readString(app.log()).contains("Connection refused"));
             String log = Files.readString(app.log());
             assertThat(log).contains("RabbitMQ at amqp://guest:***@127.0.0.1:1/").doesNotContain("EMBEDDED broker");
-            assertThat(listening(BROKER_PORT)).isFalse();
+            assertThat(Http.listening(BROKER_PORT)).isFalse();
             assertThat(app.isAlive()).as("keeps retrying").isTrue();
         }
     }
@@ -93,12 +91,4 @@ class EmbeddedDefaultIT {
         return client.getDatabase("llm").getCollection("company_intro");
     }
 
-    static boolean listening(int port) {
-        try (Socket s = new Socket()) {
-            s.connect(new InetSocketAddress("127.0.0.1", port), 500);
-            return true;
-        } catch (IOException e) {
-            return false;
-        }
-    }
 }

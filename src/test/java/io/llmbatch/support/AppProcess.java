@@ -31,7 +31,12 @@ public final class AppProcess implements AutoCloseable {
      * LLM_ENDPOINTS are removed from the inherited environment unless given, so "nothing configured" means it.
      */
     public static AppProcess startWithEnvironment(String name, Map<String, String> env, String... properties) throws IOException {
-        Path jar = Path.of("target/llm-batch.jar");
+        return startIn(Path.of("."), name, env, properties);
+    }
+
+    /** Like {@link #startWithEnvironment}, with {@code workDir} as working directory (its routes/, application.properties). */
+    public static AppProcess startIn(Path workDir, String name, Map<String, String> env, String... properties) throws IOException {
+        Path jar = Path.of("target/llm-batch.jar").toAbsolutePath();
         if (!Files.exists(jar)) {
             throw new IllegalStateException("target/llm-batch.jar is missing: run the *IT tests with `mvn verify` (after package)");
         }
@@ -40,8 +45,11 @@ public final class AppProcess implements AutoCloseable {
         for (String p : properties) {
             cmd.add("-D" + p);
         }
-        Path log = Path.of("target", name + ".log");
-        ProcessBuilder builder = new ProcessBuilder(cmd).directory(new File(".")).redirectErrorStream(true)
+        if (java.util.Arrays.stream(properties).noneMatch(p -> p.startsWith("camel.management.port="))) {
+            cmd.add("-Dcamel.management.port=0"); // several processes of one test each get a management port
+        }
+        Path log = Path.of("target", name + ".log").toAbsolutePath();
+        ProcessBuilder builder = new ProcessBuilder(cmd).directory(workDir.toFile()).redirectErrorStream(true)
                 .redirectOutput(log.toFile());
         for (String var : List.of("RABBITMQ_URL", "MONGODB_URI", "LLM_ENDPOINTS", "CAMEL_MAIN_PROFILE")) {
             builder.environment().remove(var);

@@ -42,6 +42,22 @@ public final class Broker implements AutoCloseable {
         return this;
     }
 
+    /** Declares a missing queue durable; an existing one (e.g. a quorum queue the app declared) is left as it is. */
+    private void ensure(String queue) throws Exception {
+        Channel probe = connection.createChannel();
+        try {
+            probe.queueDeclarePassive(queue);
+            probe.close();
+        } catch (java.io.IOException missing) { // the broker closed the probe channel
+            channel.queueDeclare(queue, true, false, false, null);
+        }
+    }
+
+    /** The test's channel, for what the helpers here do not cover. */
+    public Channel channel() {
+        return channel;
+    }
+
     public void declare(String queue, Map<String, Object> arguments) throws Exception {
         channel.queueDeclare(queue, true, false, false, arguments);
     }
@@ -59,9 +75,9 @@ public final class Broker implements AutoCloseable {
 
     /** Publishes many persistent messages on one channel and waits for all confirms at the end. */
     public void publishAll(String queue, java.util.List<byte[]> bodies) throws Exception {
+        ensure(queue);
         try (Channel ch = connection.createChannel()) {
             ch.confirmSelect();
-            ch.queueDeclare(queue, true, false, false, null);
             var props = new com.rabbitmq.client.AMQP.BasicProperties.Builder().deliveryMode(2).contentType("application/json").build();
             for (byte[] body : bodies) {
                 ch.basicPublish("", queue, props, body);

@@ -35,4 +35,31 @@ public final class Http {
         HttpResponse<String> response = CLIENT.send(request.build(), HttpResponse.BodyHandlers.ofString());
         return new Answer(response.statusCode(), JSON.readTree(response.body()));
     }
+
+    /** A GET: the status and the body as text (Prometheus text, JSON, ...). */
+    public static Text get(int port, String path, String... headers) throws Exception {
+        HttpRequest.Builder request = HttpRequest.newBuilder(URI.create("http://127.0.0.1:" + port + path)).GET();
+        if (headers.length > 0) {
+            request.headers(headers);
+        }
+        HttpResponse<String> response = CLIENT.send(request.build(), HttpResponse.BodyHandlers.ofString());
+        return new Text(response.statusCode(), response.body());
+    }
+
+    /** A status code and the body as text. */
+    public record Text(int status, String body) {
+        public JsonNode json() throws java.io.IOException {
+            return JSON.readTree(body);
+        }
+    }
+
+    /** Whether something accepts connections on 127.0.0.1:port. */
+    public static boolean listening(int port) {
+        try (java.net.Socket s = new java.net.Socket()) {
+            s.connect(new java.net.InetSocketAddress("127.0.0.1", port), 500);
+            return true;
+        } catch (java.io.IOException e) {
+            return false;
+        }
+    }
 }

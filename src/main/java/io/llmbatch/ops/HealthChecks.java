@@ -1,0 +1,87 @@
+package io.llmbatch.ops;
+
+import java.util.Map;
+import java.util.function.Consumer;
+
+import com.mongodb.client.MongoClient;
+import com.mongodb.connection.ClusterDescription;
+import org.apache.camel.health.HealthCheck;
+import org.apache.camel.health.HealthCheckResultBuilder;
+import org.apache.camel.impl.health.AbstractHealthCheck;
+import org.springframework.amqp.rabbit.connection.ConnectionFactory;
+
+import io.llmbatch.Urls;
+import io.llmbatch.llm.Backend;
+import io.llmbatch.llm.LlmGateway;
+
+/**
+ * Readiness checks behind {@code /observe/health/ready} (group {@code llmbatch}): the broker for every role,
+ * MongoDB for a collector, the LLM backends for a worker (ready while at least one can take requests). Liveness
+ * stays Camel's: a process waiting for a service to return is alive, only not ready.
+ */
+public final class HealthChecks {
+
+    private HealthChecks() {
+    }
+
+    public static HealthCheck broker(ConnectionFactory connectionFactory, String maskedUrl) {
+        return check("rabbitmq", b -> {
+            b.detail("url", maskedUrl);
+            try {
+                // the cached shared connection: opened once, reopened by the client's recovery when it drops
+                if (connectionFactory.createConnection().isOpen()) {
+                    b.up();
+                } else {
+                    b.message("the connection to the broker is closed").down();
+                }
+            } catch (RuntimeException e) {
+                b.message("cannot connect to the broker: " + e.getMessage()).down();
+            }
+        });
+    }
+
+    public static HealthCheck mongo(MongoClient client, String uri) {
+        return check("mongodb", b -> {
+            // what the driver's monitor last saw: no request, no server-selection wait in a health probe
+            ClusterDescription cluster = client.getClusterDescription();
+            b.detail("uri", Urls.mask(uri));
+            if (cluster.hasWritableServer()) {
+                b.up();
+            } else {
+                b.message("no writable MongoDB server: " + cluster.getShortDescription()).down();
+            }
+        });
+    }
+
+    public static HealthCheck llm(LlmGateway gateway) {
+        return check("llm-backends", b -> {
+            long now = System.currentTimeMillis();
+            int up = 0;
+            for (Backend backend : gateway.backends()) {
+                boolean available = !backend.coolingAt(now);
+                up += available ? 1 : 0;
+                b.detail(backend.url(), available ? "up, " + backend.inFlight() + "/" + backend.slots() + " in flight" : "cooling down");
+            }
+            b.detail("up", up + " of " + gateway.backends().size());
+            if (up > 0) {
+                b.up();
+            } else {
+                b.message("every LLM backend is down or cooling down: tasks stay in the queue").down();
+            }
+        });
+    }
+
+    private static HealthCheck check(String id, Consumer<HealthCheckResultBuilder> body) {
+        return new AbstractHealthCheck("llmbatch", id) {
+            @Override
+            public boolean isLiveness() {
+                return false;
+            }
+
+            @Override
+            protected void doCall(HealthCheckResultBuilder builder, Map<String, Object> options) {
+                body.accept(builder);
+            }
+        };
+    }
+}
