@@ -48,12 +48,17 @@ public final class Application {
                 rest.add(arg);
             }
         }
-        if (!rest.isEmpty() && "results".equals(rest.get(0))) {
+        if (!rest.isEmpty() && ("results".equals(rest.get(0)) || "status".equals(rest.get(0)))) {
             java.util.Properties overrides = new java.util.Properties();
             for (String arg : args) {
                 if (arg.startsWith("-D") && arg.indexOf('=') > 2) {
                     overrides.setProperty(arg.substring(2, arg.indexOf('=')), arg.substring(arg.indexOf('=') + 1));
                 }
+            }
+            if ("status".equals(rest.get(0))) {
+                boolean once = rest.remove("--once");
+                System.exit(StatusCommand.run(locations(profile), overrides, rest.size() > 1 ? rest.get(1) : null, once, 2000,
+                        System.out));
             }
             System.exit(ResultsCommand.run(locations(profile), overrides, rest.size() > 1 ? rest.get(1) : null, System.out));
         }

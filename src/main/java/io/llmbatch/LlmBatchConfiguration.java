@@ -10,12 +10,16 @@ import java.util.LinkedHashSet;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.Executors;
+import java.util.concurrent.TimeUnit;
 import java.util.concurrent.ThreadFactory;
 import java.util.concurrent.atomic.AtomicInteger;
 
 import org.apache.camel.CamelConfiguration;
 import org.apache.camel.CamelContext;
 import org.apache.camel.PropertyInject;
+import org.apache.camel.component.platform.http.PlatformHttpConstants;
+import org.apache.camel.component.platform.http.spi.PlatformHttpEngine;
+import org.apache.camel.component.platform.http.vertx.VertxPlatformHttpEngine;
 import org.apache.camel.spi.Registry;
 import org.apache.camel.support.service.ServiceSupport;
 import org.slf4j.Logger;
@@ -31,11 +35,23 @@ import java.nio.file.Path;
 import java.time.Duration;
 import java.util.Locale;
 
+import com.mongodb.ConnectionString;
+import com.mongodb.MongoClientSettings;
 import com.mongodb.client.MongoClient;
 import com.mongodb.client.MongoClients;
 
 import io.llmbatch.collector.Collector;
 import io.llmbatch.embedded.Embedded;
+import io.llmbatch.ops.HealthChecks;
+import io.llmbatch.ops.JolokiaEndpoint;
+import io.llmbatch.ops.Meters;
+import io.llmbatch.ops.Progress;
+import io.llmbatch.ops.StatusReporter;
+import io.micrometer.core.instrument.MeterRegistry;
+import io.micrometer.prometheusmetrics.PrometheusConfig;
+import io.micrometer.prometheusmetrics.PrometheusMeterRegistry;
+import org.apache.camel.component.micrometer.MicrometerConstants;
+import org.apache.camel.component.platform.http.plugin.JolokiaPlatformHttpPlugin;
 import io.llmbatch.ingest.FileIngest;
 import io.llmbatch.llm.Backend;
 import io.llmbatch.llm.LlmGateway;
@@ -45,6 +61,7 @@ import io.llmbatch.worker.Worker;
 import io.llmbatch.worker.WorkerControl;
 import io.llmbatch.ingest.HttpIngest;
 import io.llmbatch.rabbit.ConfirmingPublisher;
+import io.llmbatch.rabbit.QueueArguments;
 
 /**
  * Wires the beans the YAML routes call, from {@code llmbatch.*} properties. Listed in
@@ -91,7 +108,7 @@ public class LlmBatchConfiguration implements CamelConfiguration {
     int llmChatglmMaxLength;
     @PropertyInject(value = "llmbatch.llm.connect-timeout", defaultValue = "5000")
     long llmConnectTimeout;
-    @PropertyInject(value = "llmbatch.llm.response-timeout", defaultValue = "120000")
+    @PropertyInject(value = "llmbatch.llm.response-timeout", defaultValue = "100000")
     long llmResponseTimeout;
     @PropertyInject(value = "llmbatch.llm.max-attempts", defaultValue = "5")
     int llmMaxAttempts;
@@ -137,12 +154,68 @@ public class LlmBatchConfiguration implements CamelConfiguration {
     @PropertyInject(value = "camel.server.port", defaultValue = "8080")
     int httpPort;
 
+    @PropertyInject(value = "camel.management.enabled", defaultValue = "false")
+    boolean managementEnabled;
+    @PropertyInject(value = "camel.management.host", defaultValue = "0.0.0.0")
+    String managementHost;
+    @PropertyInject(value = "camel.management.port", defaultValue = "9876")
+    int managementPort;
+
+    @PropertyInject(value = "camel.management.jolokiaEnabled", defaultValue = "false")
+    boolean jolokiaEnabled;
+    @PropertyInject(value = "llmbatch.management.jolokia-policy", defaultValue = "classpath:/jolokia-access.xml")
+    String jolokiaPolicy;
+    @PropertyInject(value = "llmbatch.management.route-control", defaultValue = "false")
+    boolean routeControl;
+    @PropertyInject(value = "llmbatch.management.user", defaultValue = "admin")
+    String managementUser;
+    @PropertyInject(value = "llmbatch.management.password", defaultValue = "")
+    String managementPassword;
+
+    @PropertyInject(value = "llmbatch.rabbitmq.consumer-timeout", defaultValue = "1800000")
+    long consumerTimeout;
+    @PropertyInject(value = "llmbatch.queue.type", defaultValue = "classic")
+    String queueType;
+    @PropertyInject(value = "llmbatch.queue.delivery-limit", defaultValue = "20")
+    int deliveryLimit;
+    @PropertyInject(value = "llmbatch.status.interval", defaultValue = "5000")
+    long statusInterval;
+    @PropertyInject(value = "llmbatch.cost.per-gpu-hour", defaultValue = "")
+    String costPerGpuHour;
+    @PropertyInject(value = "llmbatch.cost.currency", defaultValue = "CNY")
+    String costCurrency;
+    @PropertyInject(value = "llmbatch.worker.max-prompt-chars", defaultValue = "20000")
+    int maxPromptChars;
+    @PropertyInject(value = "llmbatch.worker.gpus", defaultValue = "")
+    String workerGpus;
+
+    private Double costPerGpuHour() {
+        try {
+            return costPerGpuHour.isBlank() ? null : Double.valueOf(costPerGpuHour.trim());
+        } catch (NumberFormatException e) {
+            throw new IllegalArgumentException("llmbatch.cost.per-gpu-hour is not a number: " + costPerGpuHour, e);
+        }
+    }
+
     @Override
     public void configure(CamelContext camelContext) throws Exception {
-        if (httpEnabled) {
-            requirePortFree(httpHost, httpPort);
-        }
         Registry registry = camelContext.getRegistry();
+        if (httpEnabled) {
+            requirePortFree(httpHost, httpPort, "camel.server.port");
+            // Camel 4.17 bug: with a management server beside it, platform-http consumers look up the router of
+            // port 8080 whatever camel.server.port says (the engine cannot pick one of two servers): name the port
+            final int port = httpPort;
+            registry.bind(PlatformHttpConstants.PLATFORM_HTTP_ENGINE_NAME, PlatformHttpEngine.class, new VertxPlatformHttpEngine() {
+                @Override
+                public int getServerPort() {
+                    return port;
+                }
+            });
+        }
+        if (managementEnabled) {
+            requirePortFree(managementHost, managementPort, "camel.management.port");
+            configureManagement(camelContext, registry);
+        }
         if (Embedded.EMBEDDED.equals(rabbitUrl.trim())) {
             rabbitUrl = embedded(camelContext, Embedded.broker(Path.of(embeddedDataDir), embeddedBrokerPort));
         }
@@ -150,6 +223,7 @@ public class LlmBatchConfiguration implements CamelConfiguration {
         String host = InetAddress.getLocalHost().getHostName();
         CachingConnectionFactory connectionFactory = connectionFactory(these, host);
         registry.bind("rabbitConnectionFactory", connectionFactory);
+        registry.bind("brokerHealth", HealthChecks.broker(connectionFactory, Urls.mask(rabbitUrl)));
         // close the broker connection after the routes have stopped
         camelContext.addService(new ServiceSupport() {
             @Override
@@ -161,35 +235,96 @@ public class LlmBatchConfiguration implements CamelConfiguration {
         RabbitTemplate template = new RabbitTemplate(connectionFactory);
         template.setMandatory(true);
         template.setUsePublisherConnection(true);
+        QueueArguments queueArgs = new QueueArguments(queueType, deliveryLimit,
+                Map.of(tasksQueue, tasksDeadLetterQueue, resultsQueue, resultsDeadLetterQueue));
+        registry.bind("taskQueueArgs", queueArgs.forConsumer(tasksQueue));
+        registry.bind("resultQueueArgs", queueArgs.forConsumer(resultsQueue));
         ConfirmingPublisher publisher = new ConfirmingPublisher(template, new RabbitAdmin(connectionFactory),
-                confirmWindow, confirmTimeout, Map.of());
+                confirmWindow, confirmTimeout, queueArgs);
 
         // What escapes a consuming route (every LLM backend down, the broker failing) must go back to the queue.
         // The spring-rabbitmq default with retries off is a recoverer that logs "dropped" and acknowledges: a loss.
         registry.bind("requeueOnFailure", RetryInterceptorBuilder.stateless().maxAttempts(1)
                 .recoverer(new ImmediateRequeueMessageRecoverer()).build());
+        StatusReporter status = new StatusReporter(connectionFactory, statusInterval, host, these.toString());
+        if (these.has(Roles.WORKER) || these.has(Roles.COLLECTOR)) {
+            camelContext.addService(status, true, true);
+        }
         if (these.has(Roles.INGEST)) {
+            Progress progress = new Progress(connectionFactory, tasksQueue, resultsQueue,
+                    List.of(tasksDeadLetterQueue, resultsDeadLetterQueue), costPerGpuHour(), costCurrency, host);
+            registry.bind("progress", progress);
+            camelContext.addService(progress, true, true);
             List<String> required = list(requiredFields);
             registry.bind("httpIngest", new HttpIngest(publisher, tasksQueue, new LinkedHashSet<>(list(allowedQueues)),
                     required, maxBody, token));
             registry.bind("fileIngest", new FileIngest(publisher, tasksQueue, required, Charset.forName(charset), camelContext));
         }
         if (these.has(Roles.WORKER)) {
-            configureWorker(camelContext, registry, publisher, host);
+            configureWorker(camelContext, registry, publisher, host, status);
         }
         if (these.has(Roles.COLLECTOR)) {
-            configureCollector(camelContext, registry, publisher);
+            configureCollector(camelContext, registry, publisher, status);
         }
     }
 
-    private void configureCollector(CamelContext camelContext, Registry registry, ConfirmingPublisher publisher) throws Exception {
+    /**
+     * RabbitMQ closes a consumer's channel when a delivery stays unacknowledged longer than its consumer_timeout
+     * (30 min by default): every task on it is redelivered and done again. The last of a consumer's prefetched
+     * tasks waits for the ones before it, each of which may take every attempt with its full timeout.
+     */
+    private void warnIfConsumerTimeoutTooShort(int prefetch) {
+        long backoffs = 0;
+        for (int i = 1, b = (int) Math.min(llmBackoff, 30_000); i < llmMaxAttempts; i++, b = Math.min(b * 2, 30_000)) {
+            backoffs += b;
+        }
+        long worstTask = llmMaxAttempts * llmResponseTimeout + backoffs;
+        long worst = prefetch * worstTask;
+        if (worst >= consumerTimeout) {
+            LOG.warn("A task may stay unacknowledged {} s (prefetch {} x ({} attempts x {} ms + backoff)), longer than the broker's "
+                     + "consumer_timeout of {} s (llmbatch.rabbitmq.consumer-timeout): the broker would close the channel and "
+                     + "redeliver. Raise consumer_timeout in rabbitmq.conf, or lower the prefetch, attempts or response timeout.",
+                    worst / 1000, prefetch, llmMaxAttempts, llmResponseTimeout, consumerTimeout / 1000);
+        }
+    }
+
+    /**
+     * Our meters beside Camel's on /observe/metrics (one Prometheus registry, Camel reuses the bound one), and
+     * Jolokia with the configured policy. A management port on a non-loopback address needs a password.
+     */
+    private void configureManagement(CamelContext camelContext, Registry registry) throws Exception {
+        MeterRegistry meters = registry.lookupByNameAndType(MicrometerConstants.METRICS_REGISTRY_NAME, MeterRegistry.class);
+        if (meters == null) {
+            meters = new PrometheusMeterRegistry(PrometheusConfig.DEFAULT);
+            registry.bind(MicrometerConstants.METRICS_REGISTRY_NAME, meters);
+        }
+        Runnable unpublish = Meters.publishTo(meters);
+        camelContext.addService(new ServiceSupport() {
+            @Override
+            protected void doStop() {
+                unpublish.run();
+            }
+        }, true, true);
+        if (jolokiaEnabled) {
+            boolean loopback = InetAddress.getByName(managementHost).isLoopbackAddress();
+            if (!loopback && managementPassword.isEmpty()) {
+                throw new IllegalStateException("camel.management.host=" + managementHost + " exposes Jolokia beyond this machine: "
+                                                + "set MANAGEMENT_PASSWORD (basic authentication) or keep camel.management.host=127.0.0.1");
+            }
+            registry.bind(JolokiaPlatformHttpPlugin.NAME, new JolokiaEndpoint(jolokiaPolicy, routeControl, managementUser,
+                    managementPassword));
+        }
+    }
+
+    private void configureCollector(CamelContext camelContext, Registry registry, ConfirmingPublisher publisher,
+                                    StatusReporter status) throws Exception {
         // resolved here, not injected: a process without the collector role needs no MongoDB setting (prod profile)
         // (strict: in the prod profile a missing MONGODB_URI stops the start, it never falls back to embedded)
         String mongoUri = camelContext.resolvePropertyPlaceholders("{{llmbatch.mongodb.uri}}");
         if (Embedded.EMBEDDED.equals(mongoUri.trim())) {
             mongoUri = embedded(camelContext, Embedded.mongo(Path.of(embeddedDataDir), embeddedMongoPort));
         }
-        MongoClient mongo = MongoClients.create(mongoUri);
+        MongoClient mongo = MongoClients.create(mongoSettings(mongoUri));
         camelContext.addService(new ServiceSupport() {
             @Override
             protected void doStop() {
@@ -197,9 +332,11 @@ public class LlmBatchConfiguration implements CamelConfiguration {
             }
         }, true, true);
         registry.bind("mongoClient", mongo);
+        registry.bind("mongoHealth", HealthChecks.mongo(mongo, mongoUri));
         Collector collector = new Collector(mongo.getDatabase(mongoDatabase).getCollection(mongoCollection),
                 collectorModelName, publisher, resultsDeadLetterQueue, camelContext);
         registry.bind("collector", collector);
+        status.with("collector", () -> Map.of("stored", collector.stored(), "documents", collector.documents()));
         LOG.info("Collector: MongoDB at {}, {}.{}", Urls.mask(mongoUri), mongoDatabase,
                 mongoCollection);
         // create the indexes now, without holding up the start for MongoDB's server-selection timeout when it is
@@ -217,8 +354,8 @@ public class LlmBatchConfiguration implements CamelConfiguration {
         publisher.declare(resultsDeadLetterQueue, false);
     }
 
-    private void configureWorker(CamelContext camelContext, Registry registry, ConfirmingPublisher publisher, String host)
-            throws Exception {
+    private void configureWorker(CamelContext camelContext, Registry registry, ConfirmingPublisher publisher, String host,
+                                 StatusReporter status) throws Exception {
         // resolved here, not injected: only a worker needs LLM endpoints (prod profile)
         String llmEndpoints = camelContext.resolvePropertyPlaceholders("{{llmbatch.llm.endpoints}}");
         if (Embedded.EMBEDDED.equals(llmEndpoints.trim())) {
@@ -229,11 +366,29 @@ public class LlmBatchConfiguration implements CamelConfiguration {
                 Duration.ofMillis(llmResponseTimeout), llmMaxAttempts, llmCooldown, llmBackoff,
                 LlmGateway.Balance.valueOf(llmBalance.trim().toUpperCase(Locale.ROOT).replace('-', '_'))));
         registry.bind("llmGateway", gateway);
+        registry.bind("llmHealth", HealthChecks.llm(gateway));
         PromptTemplate prompt = new PromptTemplate(Path.of(workerPrompt));
         LOG.info("Worker: prompt {} with fields {}, LLM backends {} ({} slots, {}), model {}", prompt.path(), prompt.fields(),
                 gateway.backends(), gateway.totalSlots(), llmBalance, llmModel);
-        registry.bind("worker", new Worker(prompt, publisher, resultsQueue, tasksDeadLetterQueue, workerCompanyField, host,
-                Gpu.describe(workerGpu)));
+        String gpu = Gpu.describe(workerGpu);
+        Worker worker = new Worker(prompt, publisher, resultsQueue, tasksDeadLetterQueue, workerCompanyField, host, gpu,
+                maxPromptChars);
+        registry.bind("worker", worker);
+        int gpus = workerGpus.isBlank() ? Gpu.count(gpu) : Integer.parseInt(workerGpus.trim());
+        String concurrency = camelContext.resolvePropertyPlaceholders("{{llmbatch.worker.concurrency}}");
+        Double price = costPerGpuHour();
+        status.with("worker", () -> {
+            Map<String, Object> w = new java.util.LinkedHashMap<>();
+            w.put("completed", worker.completed());
+            w.put("in_flight", camelContext.getRoutes().stream().filter(r -> r.getRouteId().startsWith("worker-"))
+                    .mapToInt(r -> camelContext.getInflightRepository().size(r.getRouteId())).sum());
+            w.put("concurrency", concurrency);
+            w.put("gpu", gpu);
+            w.put("gpus", gpus);
+            w.put("cost_per_gpu_hour", price);
+            return w;
+        });
+        warnIfConsumerTimeoutTooShort(Integer.parseInt(camelContext.resolvePropertyPlaceholders("{{llmbatch.worker.prefetch}}")));
         WorkerControl control = new WorkerControl(camelContext, gateway, llmProbeInterval);
         registry.bind("workerControl", control);
         camelContext.addService(control, true, true);
@@ -275,12 +430,30 @@ public class LlmBatchConfiguration implements CamelConfiguration {
                 return t;
             }
         }));
+        cf.setConnectionTimeout(10_000); // also bounds the readiness probe while the broker is unreachable
         cf.setPublisherConfirmType(CachingConnectionFactory.ConfirmType.CORRELATED);
         cf.setPublisherReturns(true);
         String name = "llm-batch " + host + " (" + these + ")";
         cf.setConnectionNameStrategy(f -> name);
         LOG.info("RabbitMQ at {} (roles: {})", Urls.mask(rabbitUrl), these);
         return cf;
+    }
+
+    /**
+     * The URI's settings, with bounds where it sets none: the driver's default read timeout is infinite, so a
+     * server that accepts a request and never answers (restarting, a dropped network path) would hang the
+     * collector's write forever instead of failing it into a retry.
+     */
+    static MongoClientSettings mongoSettings(String uri) {
+        ConnectionString cs = new ConnectionString(uri);
+        return MongoClientSettings.builder().applyConnectionString(cs).applyToSocketSettings(socket -> {
+            if (cs.getConnectTimeout() == null) {
+                socket.connectTimeout(10, TimeUnit.SECONDS);
+            }
+            if (cs.getSocketTimeout() == null) {
+                socket.readTimeout(60, TimeUnit.SECONDS);
+            }
+        }).build();
     }
 
     /** Stops an embedded part with the context (after the routes); returns its address. */
@@ -298,7 +471,7 @@ public class LlmBatchConfiguration implements CamelConfiguration {
      * Camel 4.17's Vert.x server only logs a warning when its port is taken and the app would run deaf: fail
      * the start instead, naming the setting to change (several processes on one machine need one port each).
      */
-    static void requirePortFree(String host, int port) {
+    static void requirePortFree(String host, int port, String setting) {
         if (port == 0) {
             return;
         }
@@ -307,7 +480,7 @@ public class LlmBatchConfiguration implements CamelConfiguration {
             probe.bind(new InetSocketAddress(host, port));
         } catch (IOException e) {
             throw new IllegalStateException("cannot serve HTTP on " + host + ":" + port + " (" + e.getMessage()
-                                            + "): another process listens there; give this one its own -Dcamel.server.port=...", e);
+                                            + "): another process listens there; give this one its own -D" + setting + "=...", e);
         }
     }
 

@@ -1,5 +1,6 @@
 package io.llmbatch.collector;
 
+import io.llmbatch.ops.Meters;
 import java.io.IOException;
 import java.nio.charset.StandardCharsets;
 import java.security.MessageDigest;
@@ -49,6 +50,7 @@ public class Collector {
     private final MongoCollection<Document> collection;
     private final String defaultModel;
     private final ConfirmingPublisher publisher;
+    private final java.util.concurrent.atomic.AtomicLong stored = new java.util.concurrent.atomic.AtomicLong();
     private final String deadLetterQueue;
     private final CamelContext camelContext;
     private volatile boolean indexed;
@@ -144,6 +146,7 @@ public class Collector {
                 }
                 LOG.warn("MongoDB write of {} result(s) failed, retrying in {} ms (nothing acknowledged): {}", toWrite.size(),
                         backoff, e.getMessage());
+                Meters.retried("mongodb");
                 sleep(backoff);
                 backoff = Math.min(backoff * 2, MAX_BACKOFF_MILLIS);
             } catch (RuntimeException e) {
@@ -164,6 +167,8 @@ public class Collector {
         for (Pending p : batch) {
             ack(p.channel(), p.deliveryTag());
         }
+        Meters.stored(batch.size());
+        stored.addAndGet(batch.size());
         LOG.debug("Stored {} result(s) ({} distinct)", batch.size(), byPid.size());
         return batch.size();
     }
@@ -195,6 +200,20 @@ public class Collector {
     }
 
     /** Unique index on pid, indexes on company and model_name; idempotent, retried until MongoDB answers. */
+    /** Results this collector wrote (and acknowledged) since it started. */
+    public long stored() {
+        return stored.get();
+    }
+
+    /** Documents in the collection, from its metadata (cheap); -1 while MongoDB cannot tell. */
+    public long documents() {
+        try {
+            return collection.estimatedDocumentCount();
+        } catch (RuntimeException e) {
+            return -1;
+        }
+    }
+
     public void ensureIndexes() {
         if (!indexed) {
             collection.createIndex(Indexes.ascending("pid"), new IndexOptions().unique(true).name("pid_unique"));

@@ -376,6 +376,7 @@ public class FileIngest {
 
         void confirmed(long position) {
             published++;
+            io.llmbatch.ops.Meters.ingested("file", 1);
             done(position);
         }
 

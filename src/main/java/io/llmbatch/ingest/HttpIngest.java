@@ -181,6 +181,7 @@ public class HttpIngest {
     /** {@code 200 {"queue": q, "published": n}} once every message is confirmed. */
     public String accepted(ConfirmingPublisher.Confirmed confirmed, Exchange exchange) {
         LOG.info("Published {} message(s) to {} (confirmed)", confirmed.count(), confirmed.queue());
+        io.llmbatch.ops.Meters.ingested("http", confirmed.count());
         Map<String, Object> answer = new LinkedHashMap<>();
         answer.put("queue", confirmed.queue());
         answer.put("published", confirmed.count());
@@ -203,6 +204,7 @@ public class HttpIngest {
             answer.put("error", "broker unavailable: " + pe.getMessage());
             answer.put("queue", pe.queue());
             answer.put("published", pe.confirmed());
+            io.llmbatch.ops.Meters.ingested("http", pe.confirmed());
             LOG.warn("Ingest to {} failed, {} message(s) confirmed: {}", pe.queue(), pe.confirmed(), pe.getMessage());
         } else {
             status = 500;

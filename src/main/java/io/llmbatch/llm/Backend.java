@@ -115,7 +115,7 @@ public final class Backend {
         return failures.get();
     }
 
-    boolean coolingAt(long now) {
+    public boolean coolingAt(long now) {
         return now < coolUntil;
     }
 

@@ -1,5 +1,6 @@
 package io.llmbatch.llm;
 
+import io.llmbatch.ops.Meters;
 import java.io.IOException;
 import java.net.ConnectException;
 import java.net.http.HttpClient;
@@ -67,6 +68,9 @@ public class LlmGateway {
         this.settings = settings;
         this.http = HttpClient.newBuilder().version(HttpClient.Version.HTTP_1_1)
                 .connectTimeout(settings.connectTimeout()).build();
+        for (Backend b : this.backends) {
+            Meters.inFlight(b.url, b.inFlight::get);
+        }
     }
 
     public List<Backend> backends() {
@@ -93,12 +97,19 @@ public class LlmGateway {
             try {
                 Completion c = call(backend, prompt, attempt, start);
                 succeeded(backend);
+                Meters.llmCall(backend.url, "ok", System.nanoTime() - start);
+                Meters.tokens(backend.url, "prompt", c.promptTokens());
+                Meters.tokens(backend.url, "completion", c.completionTokens());
                 return c;
             } catch (LlmRejectedException e) {
                 backend.failures.incrementAndGet();
+                Meters.llmCall(backend.url, "refused", System.nanoTime() - start);
                 throw e;
             } catch (RetryableException e) {
                 last = e;
+                Meters.llmCall(backend.url, e.getCause() instanceof java.net.http.HttpTimeoutException ? "timeout" : "error",
+                        System.nanoTime() - start);
+                Meters.retried("llm");
                 failed(backend, e);
                 tried.add(backend);
                 if (tried.size() >= backends.size()) { // every backend had its chance: wait before the next round

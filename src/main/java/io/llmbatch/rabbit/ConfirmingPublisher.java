@@ -1,5 +1,6 @@
 package io.llmbatch.rabbit;
 
+import io.llmbatch.ops.Meters;
 import java.util.ArrayDeque;
 import java.util.Iterator;
 import java.util.Map;
@@ -35,11 +36,11 @@ public class ConfirmingPublisher {
     private final RabbitAdmin admin;
     private final int window;
     private final long confirmTimeoutMillis;
-    private final Map<String, Object> queueArguments;
+    private final java.util.function.Function<String, Map<String, Object>> queueArguments;
     private final Set<String> declared = ConcurrentHashMap.newKeySet();
 
     public ConfirmingPublisher(RabbitTemplate template, RabbitAdmin admin, int window, long confirmTimeoutMillis,
-                               Map<String, Object> queueArguments) {
+                               java.util.function.Function<String, Map<String, Object>> queueArguments) {
         if (window < 1) {
             throw new IllegalArgumentException("confirm window must be at least 1, was " + window);
         }
@@ -47,7 +48,7 @@ public class ConfirmingPublisher {
         this.admin = admin;
         this.window = window;
         this.confirmTimeoutMillis = confirmTimeoutMillis;
-        this.queueArguments = Map.copyOf(queueArguments);
+        this.queueArguments = queueArguments;
     }
 
     /** Publishes one message and returns once the broker confirmed it. */
@@ -77,6 +78,7 @@ public class ConfirmingPublisher {
         headers.put("x-llmbatch-failed-at", java.time.OffsetDateTime.now(java.time.ZoneOffset.UTC).toString());
         headers.putAll(extraHeaders);
         publishOne(queue, new OutboundMessage(body == null ? new byte[0] : body, messageId, headers, 0));
+        Meters.deadLettered(queue, exception);
     }
 
     /** Outcome of a fully confirmed run. */
@@ -179,7 +181,7 @@ public class ConfirmingPublisher {
     public void declare(String queue) {
         if (!declared.contains(queue)) {
             if (admin.getQueueProperties(queue) == null) {
-                admin.declareQueue(new Queue(queue, true, false, false, queueArguments));
+                admin.declareQueue(new Queue(queue, true, false, false, queueArguments.apply(queue)));
             }
             declared.add(queue);
         }

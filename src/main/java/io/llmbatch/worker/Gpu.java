@@ -10,6 +10,11 @@ public final class Gpu {
     private Gpu() {
     }
 
+    /** GPUs in a description from {@link #describe}: one per nvidia-smi line, else 1 (a machine counts as one). */
+    public static int count(String description) {
+        return "none".equals(description) ? 1 : Math.max(1, description.split("; ").length);
+    }
+
     public static String describe(String configured) {
         try {
             Process p = new ProcessBuilder("nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader")

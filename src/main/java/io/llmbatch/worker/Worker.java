@@ -40,9 +40,12 @@ public class Worker {
     private final String companyField;
     private final String host;
     private final String gpu;
+    private final int maxPromptChars;
+    private final java.util.concurrent.atomic.AtomicLong completed = new java.util.concurrent.atomic.AtomicLong();
 
     public Worker(PromptTemplate prompt, ConfirmingPublisher publisher, String resultsQueue, String deadLetterQueue,
-                  String companyField, String host, String gpu) {
+                  String companyField, String host, String gpu, int maxPromptChars) {
+        this.maxPromptChars = maxPromptChars;
         this.prompt = prompt;
         this.publisher = publisher;
         this.resultsQueue = resultsQueue;
@@ -75,11 +78,17 @@ public class Worker {
 
     /** The prompt for the task, from the template file. */
     public String prompt(ObjectNode task) {
+        String text;
         try {
-            return prompt.render(task);
+            text = prompt.render(task);
         } catch (PromptTemplate.MissingFieldException e) {
             throw new PoisonTaskException(e.getMessage());
         }
+        if (text.length() > maxPromptChars) { // no model takes it: a 10 MB field is a mistake, not a prompt
+            throw new PoisonTaskException("prompt of " + text.length() + " characters exceeds llmbatch.worker.max-prompt-chars="
+                                          + maxPromptChars);
+        }
+        return text;
     }
 
     /** Publishes the result and returns once the broker confirmed it. */
@@ -106,6 +115,12 @@ public class Worker {
         String id = exchange.getMessage().getHeader(MESSAGE_ID, String.class);
         publisher.publishOne(resultsQueue, new OutboundMessage(Tasks.JSON.writeValueAsBytes(result),
                 id != null ? id : Tasks.messageId(task), Map.of(ConfirmingPublisher.SOURCE_HEADER, "worker:" + host), 0));
+        completed.incrementAndGet();
+    }
+
+    /** Results this worker published since it started. */
+    public long completed() {
+        return completed.get();
     }
 
     /**

@@ -45,6 +45,7 @@ public class WorkerControl extends ServiceSupport {
     /** Called by the worker route when a task found every backend down (the task itself is requeued). */
     public void pauseUntilBackendsReturn(Exchange exchange) {
         String routeId = exchange.getFromRouteId();
+        io.llmbatch.ops.Meters.retried("requeue");
         if (paused.compareAndSet(false, true)) {
             scheduler.execute(() -> {
                 LOG.warn("Every LLM backend is down: pausing route {} (tasks stay in the queue) and probing every {} ms",
