@@ -62,6 +62,7 @@ import io.llmbatch.worker.WorkerControl;
 import io.llmbatch.ingest.HttpIngest;
 import io.llmbatch.rabbit.ConfirmingPublisher;
 import io.llmbatch.rabbit.QueueArguments;
+import io.llmbatch.rabbit.Tls;
 
 /**
  * Wires the beans the YAML routes call, from {@code llmbatch.*} properties. Listed in
@@ -75,6 +76,10 @@ public class LlmBatchConfiguration implements CamelConfiguration {
     String roles;
     @PropertyInject("llmbatch.rabbitmq.url")
     String rabbitUrl;
+    @PropertyInject(value = "llmbatch.rabbitmq.trust-store", defaultValue = "")
+    String rabbitTrustStore;
+    @PropertyInject(value = "llmbatch.rabbitmq.trust-store-password", defaultValue = "")
+    String rabbitTrustStorePassword;
     @PropertyInject(value = "llmbatch.rabbitmq.confirm-timeout", defaultValue = "30000")
     long confirmTimeout;
     @PropertyInject("llmbatch.queue.tasks")
@@ -395,17 +400,27 @@ public class LlmBatchConfiguration implements CamelConfiguration {
         publisher.declare(tasksDeadLetterQueue, false);
     }
 
-    private CachingConnectionFactory connectionFactory(Roles these, String host) {
+    /**
+     * A connection factory for {@code llmbatch.rabbitmq.url}: one broker, or a comma list of the brokers of a cluster
+     * (credentials, vhost and TLS from the first); {@code amqps://} verifies the broker against the trust store.
+     */
+    static CachingConnectionFactory brokers(String rabbitUrl, String trustStore, String trustStorePassword) {
         CachingConnectionFactory cf = new CachingConnectionFactory();
-        // several brokers of a cluster: a comma list of URLs; credentials, vhost and TLS come from the first
         List<String> urls = list(rabbitUrl);
+        if (urls.stream().map(Tls::isTls).distinct().count() > 1) {
+            throw new IllegalArgumentException("llmbatch.rabbitmq.url mixes amqp:// and amqps:// brokers; use one scheme for all: "
+                                               + Urls.mask(rabbitUrl));
+        }
+        if (Tls.isTls(urls.get(0))) {
+            Tls.verifyPeer(cf.getRabbitConnectionFactory(), trustStore, trustStorePassword);
+        }
         try {
             cf.setUri(urls.get(0));
             if (urls.size() > 1) {
                 StringBuilder addresses = new StringBuilder();
                 for (String url : urls) {
                     java.net.URI u = java.net.URI.create(url);
-                    int port = u.getPort() > 0 ? u.getPort() : "amqps".equals(u.getScheme()) ? 5671 : 5672;
+                    int port = u.getPort() > 0 ? u.getPort() : Tls.isTls(url) ? 5671 : 5672;
                     addresses.append(addresses.length() == 0 ? "" : ",").append(u.getHost()).append(':').append(port);
                 }
                 cf.setAddresses(addresses.toString());
@@ -418,6 +433,11 @@ public class LlmBatchConfiguration implements CamelConfiguration {
         if (cf.getVirtualHost() == null || cf.getVirtualHost().isEmpty()) {
             cf.setVirtualHost("/"); // amqp://host:5672/ means the default vhost, as in pika and the seed
         }
+        return cf;
+    }
+
+    private CachingConnectionFactory connectionFactory(Roles these, String host) {
+        CachingConnectionFactory cf = brokers(rabbitUrl, rabbitTrustStore, rabbitTrustStorePassword);
         // The RabbitMQ client runs every consumer's deliveries on one shared pool of 2 x cores threads: with the
         // direct listener container that capped a worker at 4 tasks in flight whatever its concurrency.
         cf.setExecutor(Executors.newCachedThreadPool(new ThreadFactory() {

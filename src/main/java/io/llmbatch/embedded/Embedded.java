@@ -51,9 +51,13 @@ public final class Embedded {
 
     /** Starts the embedded broker on 127.0.0.1:port; returns its URL and a handle to stop it. */
     public static Running broker(Path dataDir, int port) throws Exception {
+        return broker(dataDir, port, Embedded.class.getResource("/embedded/qpid-config.json"), Map.of());
+    }
+
+    /** The embedded broker from another Qpid configuration (e.g. with a TLS port), with extra context variables. */
+    public static Running broker(Path dataDir, int port, URL config, Map<String, String> variables) throws Exception {
         Path work = dataDir.resolve("broker").toAbsolutePath();
         Files.createDirectories(work);
-        URL config = Embedded.class.getResource("/embedded/qpid-config.json");
         Map<String, Object> attributes = new HashMap<>();
         attributes.put("type", "JSON");
         attributes.put("initialConfigurationLocation", config.toExternalForm());
@@ -64,6 +68,7 @@ public final class Embedded {
         context.put("qpid.amqp_port", Integer.toString(port));
         // RabbitMQ-only queue arguments (x-queue-type, x-dead-letter-*) are logged and ignored, not refused
         context.put("queue.behaviourOnUnknownDeclareArgument", "LOG");
+        context.putAll(variables);
         attributes.put("context", context);
         SystemLauncher launcher = new SystemLauncher();
         launcher.startup(attributes);
