@@ -1,5 +1,7 @@
 package io.llmbatch;
 
+import java.nio.file.NoSuchFileException;
+import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
 
@@ -63,6 +65,29 @@ public final class Application {
             System.exit(ResultsCommand.run(locations(profile), overrides, rest.size() > 1 ? rest.get(1) : null, System.out));
         }
         main.setPropertyPlaceholderLocations(locations(profile));
-        System.exit(main.run(rest.toArray(String[]::new)));
+        try {
+            System.exit(main.run(rest.toArray(String[]::new)));
+        } catch (RuntimeException e) {
+            String missing = missingFile(e);
+            if (missing == null) {
+                throw e;
+            }
+            // Camel's own report is a bare NoSuchFileException and a stack trace
+            System.err.println("llm-batch cannot start: " + missing + " not found (working directory "
+                               + Path.of("").toAbsolutePath() + "). Start it from the directory that holds routes/, prompts/ and "
+                               + "application.properties, or point camel.main.routesIncludePattern at the routes, e.g. "
+                               + "-Dcamel.main.routesIncludePattern=file:/opt/llm-batch/routes/*.camel.yaml");
+            System.exit(2);
+        }
+    }
+
+    /** The file a failed start could not find, or null when it failed for another reason. */
+    static String missingFile(Throwable e) {
+        for (Throwable t = e; t != null; t = t.getCause()) {
+            if (t instanceof NoSuchFileException missing) {
+                return missing.getFile();
+            }
+        }
+        return null;
     }
 }

@@ -75,6 +75,19 @@ class EmbeddedDefaultIT {
         }
     }
 
+    @Test
+    void started_where_there_are_no_routes_it_says_where_to_start_it() throws Exception {
+        Path elsewhere = Path.of("target/no-routes-here");
+        FileUtil.removeDir(elsewhere.toFile());
+        Files.createDirectories(elsewhere);
+        try (AppProcess app = AppProcess.startIn(elsewhere, "no-routes", Map.of(), PLACES)) {
+            assertThat(app.exitCode(Duration.ofSeconds(60))).isEqualTo(2);
+            assertThat(Files.readString(app.log())).contains("llm-batch cannot start: routes not found (working directory "
+                                                             + elsewhere.toAbsolutePath())
+                    .contains("Start it from the directory that holds routes/").doesNotContain("\tat org.apache.camel");
+        }
+    }
+
     static long stored() {
         try (MongoClient client = client()) {
             return collection(client).countDocuments();

@@ -68,6 +68,14 @@ public final class AppProcess implements AutoCloseable {
         return process.isAlive();
     }
 
+    /** Waits for the process to end by itself; its exit code. */
+    public int exitCode(java.time.Duration within) throws InterruptedException {
+        if (!process.waitFor(within.toMillis(), java.util.concurrent.TimeUnit.MILLISECONDS)) {
+            throw new AssertionError("still running after " + within + "; see " + log);
+        }
+        return process.exitValue();
+    }
+
     public Path log() {
         return log;
     }
