@@ -9,7 +9,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SCENARIOS=${1:-all}
 shift || true
-rm -f target/faults/results.md
+mkdir -p target/faults && rm -f target/faults/results.md
+status=0
 mvn -B -q verify -Dit.test=FaultSuiteIT -Dtest=NoSuchTest -Dsurefire.failIfNoSpecifiedTests=false -Dfaults="$SCENARIOS" "$@" \
-  | grep -E "Tests run|FAIL|ERROR\]" || true
-cat target/faults/results.md
+  > target/faults.log 2>&1 || status=$?
+grep -E "Tests run|FAIL|ERROR\]" target/faults.log || true
+cat target/faults/results.md 2>/dev/null || true
+[ "$status" -eq 0 ] || echo "FAILED (exit $status): see target/faults.log and target/failsafe-reports/" >&2
+exit "$status"

@@ -256,6 +256,9 @@ public class LlmBatchConfiguration implements CamelConfiguration {
             camelContext.addService(status, true, true);
         }
         if (these.has(Roles.INGEST)) {
+            if (httpEnabled) {
+                requireSecretWhenExposed("camel.server.host", httpHost, token, "the ingest endpoints", "INGEST_TOKEN (llmbatch.ingest.token)");
+            }
             Progress progress = new Progress(connectionFactory, tasksQueue, resultsQueue,
                     List.of(tasksDeadLetterQueue, resultsDeadLetterQueue), costPerGpuHour(), costCurrency, host);
             registry.bind("progress", progress);
@@ -311,11 +314,8 @@ public class LlmBatchConfiguration implements CamelConfiguration {
             }
         }, true, true);
         if (jolokiaEnabled) {
-            boolean loopback = InetAddress.getByName(managementHost).isLoopbackAddress();
-            if (!loopback && managementPassword.isEmpty()) {
-                throw new IllegalStateException("camel.management.host=" + managementHost + " exposes Jolokia beyond this machine: "
-                                                + "set MANAGEMENT_PASSWORD (basic authentication) or keep camel.management.host=127.0.0.1");
-            }
+            requireSecretWhenExposed("camel.management.host", managementHost, managementPassword, "Jolokia",
+                    "MANAGEMENT_PASSWORD (basic authentication)");
             registry.bind(JolokiaPlatformHttpPlugin.NAME, new JolokiaEndpoint(jolokiaPolicy, routeControl, managementUser,
                     managementPassword));
         }
@@ -400,6 +400,15 @@ public class LlmBatchConfiguration implements CamelConfiguration {
         publisher.declare(tasksDeadLetterQueue, false);
     }
 
+    /** A server bound beyond loopback must be locked: without its secret the start fails, saying what to set. */
+    static void requireSecretWhenExposed(String hostSetting, String host, String secret, String what, String secretToSet)
+            throws java.net.UnknownHostException {
+        if (!InetAddress.getByName(host).isLoopbackAddress() && (secret == null || secret.isBlank())) {
+            throw new IllegalStateException(hostSetting + "=" + host + " exposes " + what + " beyond this machine: set "
+                                            + secretToSet + " or keep " + hostSetting + "=127.0.0.1");
+        }
+    }
+
     /**
      * A connection factory for {@code llmbatch.rabbitmq.url}: one broker, or a comma list of the brokers of a cluster
      * (credentials, vhost and TLS from the first); {@code amqps://} verifies the broker against the trust store.
@@ -414,21 +423,28 @@ public class LlmBatchConfiguration implements CamelConfiguration {
         if (Tls.isTls(urls.get(0))) {
             Tls.verifyPeer(cf.getRabbitConnectionFactory(), trustStore, trustStorePassword);
         }
-        try {
-            cf.setUri(urls.get(0));
-            if (urls.size() > 1) {
-                StringBuilder addresses = new StringBuilder();
-                for (String url : urls) {
-                    java.net.URI u = java.net.URI.create(url);
-                    int port = u.getPort() > 0 ? u.getPort() : Tls.isTls(url) ? 5671 : 5672;
-                    addresses.append(addresses.length() == 0 ? "" : ",").append(u.getHost()).append(':').append(port);
-                }
-                cf.setAddresses(addresses.toString());
-                cf.setAddressShuffleMode(AbstractConnectionFactory.AddressShuffleMode.RANDOM);
+        // every URL is parsed here: Spring's setUri logs a bad URI and carries on with localhost:5672 as guest; the
+        // parser's own message may quote the password, so it is not passed on
+        StringBuilder addresses = new StringBuilder();
+        for (String url : urls) {
+            java.net.URI u;
+            try {
+                u = new java.net.URI(url);
+                new com.rabbitmq.client.ConnectionFactory().setUri(u);
+            } catch (Exception e) {
+                throw new IllegalArgumentException("llmbatch.rabbitmq.url is not a valid amqp:// or amqps:// URL (or comma list of them): "
+                                                   + Urls.maskWhole(url) + " (a password with reserved characters must be percent-encoded)");
             }
-        } catch (RuntimeException e) {
-            throw new IllegalArgumentException("llmbatch.rabbitmq.url is not a valid amqp:// or amqps:// URL (or comma list): "
-                                               + Urls.mask(rabbitUrl), e);
+            if (u.getHost() == null) {
+                throw new IllegalArgumentException("llmbatch.rabbitmq.url has no host: " + Urls.maskWhole(url));
+            }
+            int port = u.getPort() > 0 ? u.getPort() : Tls.isTls(url) ? 5671 : 5672;
+            addresses.append(addresses.length() == 0 ? "" : ",").append(u.getHost()).append(':').append(port);
+        }
+        cf.setUri(urls.get(0));
+        if (urls.size() > 1) {
+            cf.setAddresses(addresses.toString());
+            cf.setAddressShuffleMode(AbstractConnectionFactory.AddressShuffleMode.RANDOM);
         }
         if (cf.getVirtualHost() == null || cf.getVirtualHost().isEmpty()) {
             cf.setVirtualHost("/"); // amqp://host:5672/ means the default vhost, as in pika and the seed

@@ -14,4 +14,14 @@ public final class Urls {
     public static String mask(String text) {
         return text == null ? null : USER_INFO.matcher(text).replaceAll("$1:***@");
     }
+
+    /**
+     * One URL that may not even parse (a password with a space or a slash): everything between {@code ://} and the
+     * last {@code @} is hidden, user included.
+     */
+    public static String maskWhole(String url) {
+        int scheme = url.indexOf("://");
+        int at = url.lastIndexOf('@');
+        return scheme < 0 || at < scheme ? url : url.substring(0, scheme + 3) + "***" + url.substring(at);
+    }
 }

@@ -7,7 +7,7 @@ import static org.assertj.core.api.Assertions.assertThat;
 class UrlsTest {
 
     @Test
-    void passwords_never_reach_the_log() {
+    void mask_hides_the_password_of_every_url_in_a_text() {
         assertThat(Urls.mask("amqp://batch:s3cr3t@mq.example.com:5672/")).isEqualTo("amqp://batch:***@mq.example.com:5672/");
         assertThat(Urls.mask("amqps://u:p%40ss@h/vh")).isEqualTo("amqps://u:***@h/vh");
         assertThat(Urls.mask("mongodb+srv://llm:pw@cluster0.example.net/?retryWrites=true"))

@@ -133,11 +133,22 @@ class LlmGatewayTest {
         LlmSimulator failing = sim(0, 1).failRate(1.0);
         LlmSimulator ok = sim(0, 1);
         LlmGateway gw = gateway(failing.url() + "," + ok.url(), 5_000, LlmGateway.Balance.ROUND_ROBIN);
-        for (int i = 0; i < 6; i++) {
-            Completion c = gw.complete(PROMPT);
-            assertThat(c.backend()).isEqualTo(ok.url());
+        io.micrometer.core.instrument.simple.SimpleMeterRegistry meters = new io.micrometer.core.instrument.simple.SimpleMeterRegistry();
+        Runnable unpublish = io.llmbatch.ops.Meters.publishTo(meters);
+        try {
+            for (int i = 0; i < 6; i++) {
+                Completion c = gw.complete(PROMPT);
+                assertThat(c.backend()).isEqualTo(ok.url());
+            }
+            assertThat(failing.failed()).isPositive();
+            // on /observe/metrics: every 500 is a retry and an "error" call of the failing backend
+            assertThat(meters.get("llmbatch.retries").tag("kind", "llm").counter().count()).isEqualTo(failing.failed());
+            assertThat(meters.get("llmbatch.llm.latency").tag("backend", failing.url()).tag("outcome", "error").timer().count())
+                    .isEqualTo(failing.failed());
+            assertThat(meters.get("llmbatch.llm.latency").tag("backend", ok.url()).tag("outcome", "ok").timer().count()).isEqualTo(6);
+        } finally {
+            unpublish.run();
         }
-        assertThat(failing.failed()).isPositive();
     }
 
     @Test

@@ -41,6 +41,15 @@ class JolokiaPolicyTest {
     }
 
     @Test
+    void pages_from_other_sites_are_refused() throws Exception {
+        Restrictor p = JolokiaEndpoint.restrictor(POLICY, true);
+        assertThat(p.isOriginAllowed("https://evil.example", true)).isFalse();
+        assertThat(p.isOriginAllowed("http://127.0.0.1.evil.example", true)).isFalse();
+        assertThat(p.isOriginAllowed("http://127.0.0.1:8090", true)).as("bin/hawtio").isTrue();
+        assertThat(p.isOriginAllowed("http://localhost:8090", true)).isTrue();
+    }
+
+    @Test
     void route_control_adds_start_stop_suspend_resume_of_routes_only() throws Exception {
         Restrictor p = JolokiaEndpoint.restrictor(POLICY, true);
         for (String op : new String[] { "stop", "start", "suspend", "resume" }) {

@@ -109,4 +109,23 @@ class OperationsIT {
             assertThat(Files.readString(node.log())).contains("exposes Jolokia beyond this machine", "MANAGEMENT_PASSWORD");
         }
     }
+
+    @Test
+    void ingest_off_loopback_without_a_token_stops_the_start() throws Exception {
+        try (AppProcess node = AppProcess.startWithEnvironment("ops-ingest-exposed", Map.of("RABBITMQ_URL", RabbitMQRequired.URL),
+                "llmbatch.roles=ingest", "camel.server.host=0.0.0.0", "camel.server.port=18817", "llmbatch.queue.tasks=" + TASKS)) {
+            assertThat(node.exitCode(Duration.ofSeconds(60))).isNotZero();
+            assertThat(Files.readString(node.log())).contains("camel.server.host=0.0.0.0 exposes the ingest endpoints beyond this machine",
+                    "INGEST_TOKEN");
+            assertThat(Http.listening(18817)).isFalse();
+        }
+        // with a token it serves, and only with the token
+        try (AppProcess node = AppProcess.startWithEnvironment("ops-ingest-token", Map.of("RABBITMQ_URL", RabbitMQRequired.URL,
+                "INGEST_TOKEN", "ops-it-token"), "llmbatch.roles=ingest", "camel.server.host=0.0.0.0", "camel.server.port=18817",
+                "llmbatch.queue.tasks=" + TASKS)) {
+            await().atMost(Duration.ofSeconds(60)).ignoreExceptions().until(() -> Http.get(18817, "/api/progress",
+                    "Authorization", "Bearer ops-it-token").status() == 200);
+            assertThat(Http.get(18817, "/api/progress").status()).isEqualTo(401);
+        }
+    }
 }

@@ -95,6 +95,15 @@ public final class Broker implements AutoCloseable {
         }
     }
 
+    /** Consumers on the queue now (-1 if it does not exist). */
+    public int consumers(String queue) throws Exception {
+        try (Channel ch = connection.createChannel()) {
+            return ch.queueDeclarePassive(queue).getConsumerCount();
+        } catch (java.io.IOException | com.rabbitmq.client.AlreadyClosedException e) { // missing queue; broker away
+            return -1;
+        }
+    }
+
     /** Takes (and acknowledges) every message in the queue, in order. */
     public List<GetResponse> drain(String queue) throws Exception {
         List<GetResponse> all = new ArrayList<>();

@@ -97,8 +97,15 @@ class WorkerTest {
         return results;
     }
 
+    /** What a meter on /observe/metrics counts now (the context adds its registry to Micrometer's global one). */
+    static double meter(String name, String... tags) {
+        return io.micrometer.core.instrument.Metrics.globalRegistry.find(name).tags(tags).counters().stream()
+                .mapToDouble(io.micrometer.core.instrument.Counter::count).sum();
+    }
+
     @Test
     void tasks_become_results_with_every_field_over_both_protocols() throws Exception {
+        double tokens = meter("llmbatch.llm.tokens", "backend", "http://127.0.0.1:18602");
         publishTasks(16);
         List<JsonNode> results = awaitResults(16);
 
@@ -125,12 +132,17 @@ class WorkerTest {
             }
         }
         assertThat(results).extracting(r -> r.get("backend").asText()).contains("http://127.0.0.1:18601", "http://127.0.0.1:18602");
+        int reported = results.stream().filter(r -> r.has("prompt_tokens"))
+                .mapToInt(r -> r.get("prompt_tokens").asInt() + r.get("completion_tokens").asInt()).sum();
+        assertThat(meter("llmbatch.llm.tokens", "backend", "http://127.0.0.1:18602") - tokens)
+                .as("llmbatch_llm_tokens_total counts what the OpenAI backend reported").isEqualTo(reported);
         assertThat(broker.count(TASKS)).isZero();
         assertThat(broker.count(DLQ)).isZero();
     }
 
     @Test
     void poison_tasks_go_to_the_dead_letter_queue_with_the_reason_and_never_loop() throws Exception {
+        double deadLettered = meter("llmbatch.dead.lettered", "queue", DLQ);
         broker.publish(TASKS, "{not json".getBytes(StandardCharsets.UTF_8), "bad-json");
         broker.publish(TASKS, "[1, 2]".getBytes(StandardCharsets.UTF_8), "bad-type");
         broker.publish(TASKS, "{\"reg_dt\": \"2015\", \"ent_table_name\": \"缺地址公司\"}".getBytes(StandardCharsets.UTF_8), "no-addr");
@@ -159,6 +171,7 @@ class WorkerTest {
         Thread.sleep(500);
         assertThat(broker.count(DLQ)).as("no loop: each poison task dead-lettered once").isZero();
         assertThat(broker.count(TASKS)).isZero();
+        assertThat(meter("llmbatch.dead.lettered", "queue", DLQ) - deadLettered).as("llmbatch_dead_lettered_total").isEqualTo(3);
     }
 
     @Test
