@@ -47,6 +47,7 @@ class JolokiaPolicyTest {
         assertThat(p.isOriginAllowed("http://127.0.0.1.evil.example", true)).isFalse();
         assertThat(p.isOriginAllowed("http://127.0.0.1:8090", true)).as("bin/hawtio").isTrue();
         assertThat(p.isOriginAllowed("http://localhost:8090", true)).isTrue();
+        assertThat(p.isOriginAllowed(null, true)).as("no Origin: curl, Prometheus").isTrue();
     }
 
     @Test

@@ -91,6 +91,10 @@ class OperationsIT {
             String read = "/observe/jolokia/read/" + ROUTE_MBEAN + "/ExchangesCompleted";
             assertThat(Http.get(MANAGEMENT, read).status()).as("no password, no Jolokia").isEqualTo(401);
             assertThat(Http.get(MANAGEMENT, read, "Authorization", AUTH).json().get("value").asLong()).isEqualTo(300);
+            assertThat(Http.get(MANAGEMENT, read, "Authorization", AUTH, "Origin", "https://evil.example").status())
+                    .as("a page of another site, through a browser").isEqualTo(403);
+            assertThat(Http.get(MANAGEMENT, read, "Authorization", AUTH, "Origin", "http://127.0.0.1:8090").json().get("value")
+                    .asLong()).as("bin/hawtio's page").isEqualTo(300);
             JsonNode dump = Http.get(MANAGEMENT, "/observe/jolokia/exec/org.apache.camel:context=llm-batch,type=context,name=%22llm-batch%22/dumpRoutesAsXml()", "Authorization", AUTH).json();
             assertThat(dump.get("status").asInt()).as(dump.toString()).isEqualTo(200);
             JsonNode stop = Http.get(MANAGEMENT, "/observe/jolokia/exec/" + ROUTE_MBEAN + "/stop", "Authorization", AUTH).json();
