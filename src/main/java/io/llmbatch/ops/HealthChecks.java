@@ -1,5 +1,9 @@
 package io.llmbatch.ops;
 
+import java.io.IOException;
+import java.net.InetSocketAddress;
+import java.net.Socket;
+import java.net.URI;
 import java.util.Map;
 import java.util.function.Consumer;
 
@@ -16,7 +20,7 @@ import io.llmbatch.llm.LlmGateway;
 
 /**
  * Readiness checks behind {@code /observe/health/ready} (group {@code llmbatch}): the broker for every role,
- * MongoDB for a collector, the LLM backends for a worker (ready while at least one can take requests). Liveness
+ * MongoDB for a collector, the LLM backends for a worker (ready while at least one is reachable and not cooling down). Liveness
  * stays Camel's: a process waiting for a service to return is alive, only not ready.
  */
 public final class HealthChecks {
@@ -58,9 +62,13 @@ public final class HealthChecks {
             long now = System.currentTimeMillis();
             int up = 0;
             for (Backend backend : gateway.backends()) {
-                boolean available = !backend.coolingAt(now);
-                up += available ? 1 : 0;
-                b.detail(backend.url(), available ? "up, " + backend.inFlight() + "/" + backend.slots() + " in flight" : "cooling down");
+                // a backend that failed lately cools down; one that has had no request since it died would still
+                // look fine to the gateway, so its port is tried too (no request, no GPU time)
+                String state = backend.coolingAt(now) ? "cooling down"
+                        : !reachable(backend.url()) ? "unreachable (its port refuses connections)"
+                        : "up, " + backend.inFlight() + "/" + backend.slots() + " in flight";
+                up += state.startsWith("up") ? 1 : 0;
+                b.detail(backend.url(), state);
             }
             b.detail("up", up + " of " + gateway.backends().size());
             if (up > 0) {
@@ -69,6 +77,18 @@ public final class HealthChecks {
                 b.message("every LLM backend is down or cooling down: tasks stay in the queue").down();
             }
         });
+    }
+
+    /** Whether the backend's host accepts a TCP connection within half a second. */
+    static boolean reachable(String url) {
+        URI u = URI.create(url);
+        int port = u.getPort() > 0 ? u.getPort() : "https".equalsIgnoreCase(u.getScheme()) ? 443 : 80;
+        try (Socket socket = new Socket()) {
+            socket.connect(new InetSocketAddress(u.getHost(), port), 500);
+            return true;
+        } catch (IOException | RuntimeException e) {
+            return false;
+        }
     }
 
     private static HealthCheck check(String id, Consumer<HealthCheckResultBuilder> body) {
