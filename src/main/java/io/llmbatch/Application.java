@@ -5,7 +5,9 @@ import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
 
+import org.apache.camel.impl.DefaultCamelContext;
 import org.apache.camel.main.Main;
+import org.apache.camel.spi.PropertiesComponent;
 
 /**
  * Entry point of {@code target/llm-batch.jar}: Camel Main reading {@code application.properties} and
@@ -34,15 +36,27 @@ public final class Application {
                + PROPERTY_LOCATIONS;
     }
 
+    /** A bare context only to read the settings the way the app does (never started, so nothing to stop). */
+    static DefaultCamelContext settings(String locations, java.util.Properties overrides) {
+        DefaultCamelContext context = new DefaultCamelContext();
+        PropertiesComponent pc = context.getPropertiesComponent();
+        pc.setLocation(locations);
+        pc.setOverrideProperties(overrides);
+        context.build();
+        return context;
+    }
+
     public static void main(String[] args) throws Exception {
         Main main = new Main();
         List<String> rest = new ArrayList<>();
+        java.util.Properties overrides = new java.util.Properties();
         String profile = System.getProperty("camel.main.profile", System.getenv("CAMEL_MAIN_PROFILE"));
         for (String arg : args) {
             if (arg.startsWith("-D") && arg.indexOf('=') > 2) {
                 int eq = arg.indexOf('=');
                 String key = arg.substring(2, eq);
                 main.addOverrideProperty(key, arg.substring(eq + 1));
+                overrides.setProperty(key, arg.substring(eq + 1));
                 if ("camel.main.profile".equals(key)) {
                     profile = arg.substring(eq + 1);
                 }
@@ -51,12 +65,6 @@ public final class Application {
             }
         }
         if (!rest.isEmpty() && ("results".equals(rest.get(0)) || "status".equals(rest.get(0)))) {
-            java.util.Properties overrides = new java.util.Properties();
-            for (String arg : args) {
-                if (arg.startsWith("-D") && arg.indexOf('=') > 2) {
-                    overrides.setProperty(arg.substring(2, arg.indexOf('=')), arg.substring(arg.indexOf('=') + 1));
-                }
-            }
             if ("status".equals(rest.get(0))) {
                 boolean once = rest.remove("--once");
                 System.exit(StatusCommand.run(locations(profile), overrides, rest.size() > 1 ? rest.get(1) : null, once, 2000,

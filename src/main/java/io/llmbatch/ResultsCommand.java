@@ -9,7 +9,6 @@ import com.mongodb.client.MongoCollection;
 import com.mongodb.client.model.Filters;
 import com.mongodb.client.model.Sorts;
 import org.apache.camel.impl.DefaultCamelContext;
-import org.apache.camel.spi.PropertiesComponent;
 import org.bson.Document;
 import org.bson.conversions.Bson;
 
@@ -25,12 +24,7 @@ final class ResultsCommand {
     }
 
     static int run(String locations, Properties overrides, String company, PrintStream out) throws Exception {
-        // a bare context only to read the settings the way the app does (never started, so nothing to stop)
-        DefaultCamelContext context = new DefaultCamelContext();
-        PropertiesComponent pc = context.getPropertiesComponent();
-        pc.setLocation(locations);
-        pc.setOverrideProperties(overrides);
-        context.build();
+        DefaultCamelContext context = Application.settings(locations, overrides);
         String uri = context.resolvePropertyPlaceholders("{{llmbatch.mongodb.uri}}").trim();
         if (Embedded.EMBEDDED.equals(uri)) {
             uri = "mongodb://127.0.0.1:" + context.resolvePropertyPlaceholders("{{llmbatch.embedded.mongodb-port}}")

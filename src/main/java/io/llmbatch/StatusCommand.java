@@ -13,7 +13,6 @@ import java.util.Properties;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import org.apache.camel.impl.DefaultCamelContext;
-import org.apache.camel.spi.PropertiesComponent;
 
 /**
  * {@code java -jar target/llm-batch.jar status [url] [--once]}: polls the ingest node's {@code /api/progress}
@@ -33,11 +32,7 @@ final class StatusCommand {
     static int run(String locations, Properties overrides, String url, boolean once, long pollMillis, PrintStream out)
             throws InterruptedException {
         if (url == null) {
-            DefaultCamelContext context = new DefaultCamelContext();
-            PropertiesComponent pc = context.getPropertiesComponent();
-            pc.setLocation(locations);
-            pc.setOverrideProperties(overrides);
-            context.build();
+            DefaultCamelContext context = Application.settings(locations, overrides);
             url = "http://" + context.resolvePropertyPlaceholders("{{camel.server.host}}") + ":"
                   + context.resolvePropertyPlaceholders("{{camel.server.port}}") + "/api/progress";
         }

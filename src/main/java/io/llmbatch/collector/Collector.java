@@ -199,7 +199,6 @@ public class Collector {
         LOG.warn("Result dead-lettered to {}: {}", deadLetterQueue, reason);
     }
 
-    /** Unique index on pid, indexes on company and model_name; idempotent, retried until MongoDB answers. */
     /** Results this collector wrote (and acknowledged) since it started. */
     public long stored() {
         return stored.get();
@@ -214,6 +213,7 @@ public class Collector {
         }
     }
 
+    /** Unique index on pid, indexes on company and model_name; idempotent, retried until MongoDB answers. */
     public void ensureIndexes() {
         if (!indexed) {
             collection.createIndex(Indexes.ascending("pid"), new IndexOptions().unique(true).name("pid_unique"));
