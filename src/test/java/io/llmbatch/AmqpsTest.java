@@ -1,5 +1,6 @@
 package io.llmbatch;
 
+import io.llmbatch.rabbit.BrokerConfiguration;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -69,7 +70,7 @@ class AmqpsTest {
                       + " {\"reg_dt\": \"2020-01-01\", \"addr\": \"上海\", \"ent_table_name\": \"加密二\"}]";
         assertThat(Http.post(18196, "/api/tasks", body).status()).isEqualTo(200);
 
-        CachingConnectionFactory cf = LlmBatchConfiguration.brokers("amqps://guest:guest@localhost:" + PORT + "/",
+        CachingConnectionFactory cf = BrokerConfiguration.brokers("amqps://guest:guest@localhost:" + PORT + "/",
                 "target/tls/trust.p12", TRUST_PASSWORD);
         List<String> names = new ArrayList<>();
         try (Connection c = cf.getRabbitConnectionFactory().newConnection(); Channel ch = c.createChannel()) {
@@ -86,7 +87,7 @@ class AmqpsTest {
     @Test
     void a_broker_certificate_outside_the_trust_store_is_refused() {
         // no trust store: the JVM's CA certificates, which do not hold the test broker's self-made certificate
-        CachingConnectionFactory cf = LlmBatchConfiguration.brokers("amqps://guest:guest@localhost:" + PORT + "/", "", "");
+        CachingConnectionFactory cf = BrokerConfiguration.brokers("amqps://guest:guest@localhost:" + PORT + "/", "", "");
         assertThatThrownBy(() -> cf.getRabbitConnectionFactory().newConnection()).isInstanceOf(SSLHandshakeException.class)
                 .hasStackTraceContaining("unable to find valid certification path");
         cf.destroy();
@@ -95,7 +96,7 @@ class AmqpsTest {
     @Test
     void a_certificate_for_another_host_name_is_refused() {
         // trusted, but it names "localhost" and the URL says 127.0.0.1
-        CachingConnectionFactory cf = LlmBatchConfiguration.brokers("amqps://guest:guest@127.0.0.1:" + PORT + "/",
+        CachingConnectionFactory cf = BrokerConfiguration.brokers("amqps://guest:guest@127.0.0.1:" + PORT + "/",
                 "target/tls/trust.p12", TRUST_PASSWORD);
         assertThatThrownBy(() -> cf.getRabbitConnectionFactory().newConnection()).isInstanceOf(SSLHandshakeException.class)
                 .hasStackTraceContaining("No subject alternative names matching IP address 127.0.0.1");
@@ -104,11 +105,11 @@ class AmqpsTest {
 
     @Test
     void a_missing_trust_store_or_mixed_schemes_stop_the_start_with_the_setting_to_fix() {
-        assertThatThrownBy(() -> LlmBatchConfiguration.brokers("amqps://localhost/", "target/tls/nothing.p12", ""))
+        assertThatThrownBy(() -> BrokerConfiguration.brokers("amqps://localhost/", "target/tls/nothing.p12", ""))
                 .hasMessageContaining("llmbatch.rabbitmq.trust-store: cannot read");
-        assertThatThrownBy(() -> LlmBatchConfiguration.brokers("amqps://localhost/", "target/tls/trust.p12", "wrong"))
+        assertThatThrownBy(() -> BrokerConfiguration.brokers("amqps://localhost/", "target/tls/trust.p12", "wrong"))
                 .hasMessageContaining("llmbatch.rabbitmq.trust-store: cannot open");
-        assertThatThrownBy(() -> LlmBatchConfiguration.brokers("amqps://u:secret@a/,amqp://u:secret@b/", "", ""))
+        assertThatThrownBy(() -> BrokerConfiguration.brokers("amqps://u:secret@a/,amqp://u:secret@b/", "", ""))
                 .hasMessageContaining("mixes amqp:// and amqps://").hasMessageNotContaining("secret");
     }
 

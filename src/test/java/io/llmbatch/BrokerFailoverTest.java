@@ -1,5 +1,6 @@
 package io.llmbatch;
 
+import io.llmbatch.rabbit.BrokerConfiguration;
 import org.apache.camel.test.main.junit5.CamelMainTest;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.extension.ExtendWith;
@@ -40,7 +41,7 @@ class BrokerFailoverTest {
     void every_new_connection_finds_the_live_broker_whatever_the_order() {
         // the node above made one connection; here 12 fresh ones, each in a new random order of the three addresses,
         // so the dead ones come first in most of them ((1/3)^12 that none did)
-        CachingConnectionFactory cf = LlmBatchConfiguration.brokers(
+        CachingConnectionFactory cf = BrokerConfiguration.brokers(
                 "amqp://guest:guest@127.0.0.1:1/,amqp://guest:guest@127.0.0.1:2/," + RabbitMQRequired.URL, "", "");
         try {
             for (int i = 0; i < 12; i++) {
@@ -52,7 +53,7 @@ class BrokerFailoverTest {
         } finally {
             cf.destroy();
         }
-        CachingConnectionFactory dead = LlmBatchConfiguration.brokers("amqp://guest:guest@127.0.0.1:1/,amqp://guest:guest@127.0.0.1:2/", "", "");
+        CachingConnectionFactory dead = BrokerConfiguration.brokers("amqp://guest:guest@127.0.0.1:1/,amqp://guest:guest@127.0.0.1:2/", "", "");
         assertThatThrownBy(dead::createConnection).isInstanceOf(AmqpConnectException.class);
         dead.destroy();
     }

@@ -13,7 +13,7 @@ class PortInUseTest {
     void a_taken_http_port_stops_the_start_with_the_setting_to_change() throws Exception {
         try (ServerSocket taken = new ServerSocket()) {
             taken.bind(new InetSocketAddress("127.0.0.1", 0));
-            assertThatThrownBy(() -> LlmBatchConfiguration.requirePortFree("127.0.0.1", taken.getLocalPort(), "camel.server.port"))
+            assertThatThrownBy(() -> Wiring.requirePortFree("127.0.0.1", taken.getLocalPort(), "camel.server.port"))
                     .hasMessageContaining("cannot serve HTTP on 127.0.0.1:" + taken.getLocalPort())
                     .hasMessageContaining("-Dcamel.server.port");
         }

@@ -80,6 +80,15 @@ public final class Progress extends ServiceSupport {
         this.statusQueue = "llmbatch.status." + host + "." + ProcessHandle.current().pid();
     }
 
+    /** {@code llmbatch.cost.per-gpu-hour}: blank for none. */
+    public static Double price(String perGpuHour) {
+        try {
+            return perGpuHour == null || perGpuHour.isBlank() ? null : Double.valueOf(perGpuHour.trim());
+        } catch (NumberFormatException e) {
+            throw new IllegalArgumentException("llmbatch.cost.per-gpu-hour is not a number: " + perGpuHour, e);
+        }
+    }
+
     @Override
     protected void doStart() {
         scheduler = StatusReporter.every(SAMPLE_MILLIS, "llmbatch-progress", this::sample);

@@ -1,0 +1,85 @@
+package io.llmbatch.ingest;
+
+import java.nio.charset.Charset;
+import java.util.LinkedHashSet;
+import java.util.List;
+
+import org.apache.camel.CamelConfiguration;
+import org.apache.camel.CamelContext;
+import org.apache.camel.PropertyInject;
+import org.apache.camel.component.platform.http.PlatformHttpConstants;
+import org.apache.camel.component.platform.http.spi.PlatformHttpEngine;
+import org.apache.camel.component.platform.http.vertx.VertxPlatformHttpEngine;
+import org.apache.camel.spi.Registry;
+import org.springframework.amqp.rabbit.connection.ConnectionFactory;
+
+import io.llmbatch.Roles;
+import io.llmbatch.Wiring;
+import io.llmbatch.ops.Progress;
+import io.llmbatch.rabbit.BrokerConfiguration;
+import io.llmbatch.rabbit.ConfirmingPublisher;
+
+/** The ingest role: the HTTP endpoints, the inbox and {@code /api/progress}, publishing through the shared publisher. */
+public class IngestConfiguration implements CamelConfiguration {
+
+    @PropertyInject("camel.server.enabled")
+    boolean httpEnabled;
+    @PropertyInject("camel.server.host")
+    String httpHost;
+    @PropertyInject("camel.server.port")
+    int httpPort;
+    @PropertyInject("llmbatch.queue.tasks")
+    String tasksQueue;
+    @PropertyInject("llmbatch.queue.results")
+    String resultsQueue;
+    @PropertyInject("llmbatch.queue.tasks-dlq")
+    String tasksDeadLetterQueue;
+    @PropertyInject("llmbatch.queue.results-dlq")
+    String resultsDeadLetterQueue;
+    @PropertyInject("llmbatch.ingest.allowed-queues")
+    String allowedQueues;
+    @PropertyInject("llmbatch.ingest.required-fields")
+    String requiredFields;
+    @PropertyInject("llmbatch.ingest.max-body")
+    long maxBody;
+    @PropertyInject(value = "llmbatch.ingest.token", defaultValue = "")
+    String token;
+    @PropertyInject("llmbatch.ingest.charset")
+    String charset;
+    @PropertyInject(value = "llmbatch.cost.per-gpu-hour", defaultValue = "")
+    String costPerGpuHour;
+    @PropertyInject("llmbatch.cost.currency")
+    String costCurrency;
+
+    @Override
+    public void configure(CamelContext camelContext) throws Exception {
+        Wiring.Node node = Wiring.node(camelContext);
+        if (!node.roles().has(Roles.INGEST)) {
+            return;
+        }
+        Registry registry = camelContext.getRegistry();
+        if (httpEnabled) {
+            Wiring.requirePortFree(httpHost, httpPort, "camel.server.port");
+            Wiring.requireSecretWhenExposed("camel.server.host", httpHost, token, "the ingest endpoints", "INGEST_TOKEN (llmbatch.ingest.token)");
+            // Camel 4.17 bug: with a management server beside it, platform-http consumers look up the router of
+            // port 8080 whatever camel.server.port says (the engine cannot pick one of two servers): name the port
+            final int port = httpPort;
+            registry.bind(PlatformHttpConstants.PLATFORM_HTTP_ENGINE_NAME, PlatformHttpEngine.class, new VertxPlatformHttpEngine() {
+                @Override
+                public int getServerPort() {
+                    return port;
+                }
+            });
+        }
+        ConfirmingPublisher publisher = registry.lookupByNameAndType(BrokerConfiguration.PUBLISHER, ConfirmingPublisher.class);
+        Progress progress = new Progress(registry.lookupByNameAndType(BrokerConfiguration.CONNECTION_FACTORY, ConnectionFactory.class),
+                tasksQueue, resultsQueue, List.of(tasksDeadLetterQueue, resultsDeadLetterQueue), Progress.price(costPerGpuHour),
+                costCurrency, node.host());
+        registry.bind("progress", progress);
+        camelContext.addService(progress, true, true);
+        List<String> required = Wiring.list(requiredFields);
+        registry.bind("httpIngest", new HttpIngest(publisher, tasksQueue, new LinkedHashSet<>(Wiring.list(allowedQueues)),
+                required, maxBody, token));
+        registry.bind("fileIngest", new FileIngest(publisher, tasksQueue, required, Charset.forName(charset), camelContext));
+    }
+}
