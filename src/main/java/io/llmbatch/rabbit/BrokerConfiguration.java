@@ -12,6 +12,7 @@ import java.util.concurrent.atomic.AtomicInteger;
 import org.apache.camel.CamelConfiguration;
 import org.apache.camel.CamelContext;
 import org.apache.camel.PropertyInject;
+import org.apache.camel.component.springrabbit.SpringRabbitMQComponent;
 import org.apache.camel.spi.Registry;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
@@ -42,6 +43,7 @@ public class BrokerConfiguration implements CamelConfiguration {
     public static final String PUBLISHER = "publisher";
     public static final String STATUS = "statusReporter";
     public static final String CONNECTION_FACTORY = "rabbitConnectionFactory";
+    public static final String LISTENER_CONTAINERS = "listenerContainers";
 
     @PropertyInject("llmbatch.roles")
     String roles;
@@ -97,6 +99,11 @@ public class BrokerConfiguration implements CamelConfiguration {
         registry.bind("resultQueueArgs", queueArgs.forConsumer(resultsQueue));
         registry.bind(PUBLISHER, new ConfirmingPublisher(template, new RabbitAdmin(connectionFactory), confirmWindow,
                 confirmTimeout, queueArgs));
+
+        ListenerContainers containers = new ListenerContainers();
+        registry.bind(LISTENER_CONTAINERS, containers);
+        Wiring.stopWith(camelContext, containers::close);
+        camelContext.getComponent("spring-rabbitmq", SpringRabbitMQComponent.class).setListenerContainerFactory(containers);
 
         // What escapes a consuming route (every LLM backend down, the broker failing) must go back to the queue.
         // The spring-rabbitmq default with retries off is a recoverer that logs "dropped" and acknowledges: a loss.

@@ -16,15 +16,16 @@ import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 import io.llmbatch.ingest.Tasks;
-import io.llmbatch.llm.LlmExceptions.LlmException;
-import io.llmbatch.llm.LlmGateway.Completion;
+import io.llmbatch.llm.Completion;
+import io.llmbatch.llm.LlmBalancer;
+import io.llmbatch.llm.LlmExceptions.LlmRejectedException;
 import io.llmbatch.rabbit.ConfirmingPublisher;
 import io.llmbatch.rabbit.OutboundMessage;
 
 /**
- * The steps of the worker route: parse the task, render its prompt, turn the LLM's completion into the result
- * message and publish it with a confirm (the route finishing is what acknowledges the task), or dead-letter
- * a task that can never succeed, with the reason in its headers.
+ * The steps of the worker route: parse the task, turn it into the LLM request (its prompt from the template, the system
+ * prompt), turn the LLM's completion into the result message and publish it with a confirm (the route finishing is
+ * what acknowledges the task), or dead-letter a task that can never succeed, with the reason in its headers.
  */
 public class Worker {
 
@@ -32,6 +33,10 @@ public class Worker {
     static final String TASK = "llmbatchTask";
     static final String STARTED_AT = "llmbatchStartedAt";
     static final String MESSAGE_ID = SpringRabbitMQConstants.MESSAGE_ID;
+    /** The task's message id and deliveries, kept as properties: the LLM request routes clear every header. */
+    static final String TASK_MESSAGE_ID = "llmbatchTaskMessageId";
+    static final String TASK_REDELIVERED = "llmbatchTaskRedelivered";
+    static final String TASK_DELIVERY_COUNT = "llmbatchTaskDeliveryCount";
 
     private final PromptTemplate prompt;
     private final ConfirmingPublisher publisher;
@@ -41,11 +46,15 @@ public class Worker {
     private final String host;
     private final String gpu;
     private final int maxPromptChars;
+    private final String model;
+    private final SystemPrompt system;
     private final java.util.concurrent.atomic.AtomicLong completed = new java.util.concurrent.atomic.AtomicLong();
 
-    public Worker(PromptTemplate prompt, ConfirmingPublisher publisher, String resultsQueue, String deadLetterQueue,
-                  String companyField, String host, String gpu, int maxPromptChars) {
+    public Worker(PromptTemplate prompt, SystemPrompt system, ConfirmingPublisher publisher, String resultsQueue,
+                  String deadLetterQueue, String companyField, String host, String gpu, int maxPromptChars, String model) {
         this.maxPromptChars = maxPromptChars;
+        this.system = system;
+        this.model = model;
         this.prompt = prompt;
         this.publisher = publisher;
         this.resultsQueue = resultsQueue;
@@ -73,22 +82,35 @@ public class Worker {
             throw new PoisonTaskException("task lacks '" + companyField + "' (llmbatch.worker.company-field), the company name");
         }
         exchange.setProperty(TASK, task);
+        var msg = exchange.getMessage();
+        exchange.setProperty(TASK_MESSAGE_ID, msg.getHeader(MESSAGE_ID, String.class));
+        exchange.setProperty(TASK_REDELIVERED, Boolean.TRUE.equals(msg.getHeader(SpringRabbitMQConstants.REDELIVERED, Boolean.class)));
+        exchange.setProperty(TASK_DELIVERY_COUNT, msg.getHeader("x-delivery-count", Long.class)); // quorum queues
         return (ObjectNode) task;
     }
 
-    /** The prompt for the task, from the template file. */
-    public String prompt(ObjectNode task) {
+    /**
+     * The LLM request for the task, the variable the request routes build the body from: {@code prompt} from the
+     * template file, {@code system} when a system prompt is configured.
+     */
+    public ObjectNode request(ObjectNode task) {
         String text;
         try {
             text = prompt.render(task);
         } catch (PromptTemplate.MissingFieldException e) {
             throw new PoisonTaskException(e.getMessage());
         }
-        if (text.length() > maxPromptChars) { // no model takes it: a 10 MB field is a mistake, not a prompt
-            throw new PoisonTaskException("prompt of " + text.length() + " characters exceeds llmbatch.worker.max-prompt-chars="
+        String systemText = system.text();
+        int length = text.length() + (systemText == null ? 0 : systemText.length());
+        if (length > maxPromptChars) { // no model takes it: a 10 MB field is a mistake, not a prompt
+            throw new PoisonTaskException("prompt of " + length + " characters exceeds llmbatch.worker.max-prompt-chars="
                                           + maxPromptChars);
         }
-        return text;
+        ObjectNode request = Tasks.JSON.createObjectNode().put("prompt", text);
+        if (systemText != null) {
+            request.put("system", systemText);
+        }
+        return request;
     }
 
     /** Publishes the result and returns once the broker confirmed it. */
@@ -99,7 +121,13 @@ public class Worker {
         result.put("intro", completion.text());
         result.put("spends", BigDecimal.valueOf(completion.seconds()).setScale(3, RoundingMode.HALF_UP));
         result.set("task", task);
-        result.put("model_name", completion.model());
+        result.put("model_name", model);
+        if (completion.servedModel() != null) {
+            result.put("served_model", completion.servedModel()); // what the server says it ran
+        }
+        if (completion.finishReason() != null) {
+            result.put("finish_reason", completion.finishReason()); // "length": cut at max_tokens
+        }
         result.put("worker_host", host);
         result.put("gpu", gpu);
         result.put("backend", completion.backend());
@@ -112,7 +140,14 @@ public class Worker {
         result.put("started_at", exchange.getProperty(STARTED_AT, OffsetDateTime.class).toString());
         result.put("finished_at", OffsetDateTime.now(ZoneOffset.UTC).toString());
         result.put("attempts", completion.attempts());
-        String id = exchange.getMessage().getHeader(MESSAGE_ID, String.class);
+        if (Boolean.TRUE.equals(exchange.getProperty(TASK_REDELIVERED, Boolean.class))) {
+            result.put("redelivered", true); // the broker delivered the task before (to this or another worker)
+        }
+        Long deliveries = exchange.getProperty(TASK_DELIVERY_COUNT, Long.class);
+        if (deliveries != null) {
+            result.put("delivery_count", deliveries);
+        }
+        String id = exchange.getProperty(TASK_MESSAGE_ID, String.class);
         publisher.publishOne(resultsQueue, new OutboundMessage(Tasks.JSON.writeValueAsBytes(result),
                 id != null ? id : Tasks.messageId(task), Map.of(ConfirmingPublisher.SOURCE_HEADER, "worker:" + host), 0));
         completed.incrementAndGet();
@@ -130,7 +165,8 @@ public class Worker {
     public void deadLetter(Exchange exchange) {
         Exception e = exchange.getProperty(Exchange.EXCEPTION_CAUGHT, Exception.class);
         Map<String, Object> headers = new LinkedHashMap<>();
-        headers.put("x-llmbatch-attempts", e instanceof LlmException le ? le.attempts() : 0);
+        LlmBalancer.Attempts attempts = exchange.getProperty(LlmBalancer.ATTEMPTS, LlmBalancer.Attempts.class);
+        headers.put("x-llmbatch-attempts", e instanceof LlmRejectedException r ? r.attempts() : attempts == null ? 0 : attempts.calls());
         headers.put("x-llmbatch-worker-host", host);
         headers.put(ConfirmingPublisher.SOURCE_HEADER, "worker:" + host);
         String reason = publisher.deadLetter(deadLetterQueue, exchange, headers);
