@@ -34,7 +34,6 @@ import org.apache.camel.model.ModelLifecycleStrategy;
 import org.apache.camel.model.RouteDefinition;
 import org.apache.camel.model.RouteTemplateDefinition;
 import org.apache.camel.spi.RouteTemplateParameterSource;
-import org.apache.camel.support.service.ServiceSupport;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -52,8 +51,12 @@ import io.llmbatch.ops.Meters;
  * {@code llm-backend-N-breaker} for the route's circuitBreaker EIP), its API key from the environment and extra
  * headers, what a failure means for it (cool down, wait for Retry-After, take it out), and the probe that brings a
  * failed backend back: a one-token completion through its own route, so it asks exactly what a task would.
+ *
+ * <p>Not a Camel service on purpose: the request routes call it as a bean, and Camel stops and starts a bean that is a
+ * service with the routes that use it (every live edit of their file). {@link #start()} and {@link #stop()} follow
+ * the context instead.
  */
-public final class LlmBackends extends ServiceSupport implements RouteTemplateParameterSource, ModelLifecycleStrategy {
+public final class LlmBackends implements RouteTemplateParameterSource, ModelLifecycleStrategy {
 
     public static final String TEMPLATE = "llm-backend";
     /** Exchange properties the balancer sets for the backend route. */
@@ -82,7 +85,8 @@ public final class LlmBackends extends ServiceSupport implements RouteTemplatePa
     private final Object monitor = new Object();
     private ScheduledExecutorService prober;
     private final ExecutorService reloader = Executors.newSingleThreadExecutor(daemon("llm-backend-reload"));
-    private ProducerTemplate producer;
+    private volatile ProducerTemplate producer;
+    private volatile boolean running;
 
     public LlmBackends(CamelContext camelContext, List<Endpoint> endpoints, Settings settings) {
         this.camelContext = camelContext;
@@ -389,8 +393,9 @@ public final class LlmBackends extends ServiceSupport implements RouteTemplatePa
 
     // ---- the life of the backend routes ---------------------------------------------------------------------------
 
-    @Override
-    protected void doStart() {
+    /** Starts the probes (and the start-up check of the models); called when the context starts. */
+    public void start() {
+        running = true;
         producer = camelContext.createProducerTemplate();
         prober = Executors.newSingleThreadScheduledExecutor(daemon("llm-backend-probe"));
         prober.scheduleWithFixedDelay(() -> {
@@ -403,8 +408,9 @@ public final class LlmBackends extends ServiceSupport implements RouteTemplatePa
         prober.execute(this::checkModels);
     }
 
-    @Override
-    protected void doStop() throws Exception {
+    /** Stops the probes and wakes every task waiting for a backend; called when the context stops. */
+    public void stop() throws Exception {
+        running = false;
         if (prober != null) {
             prober.shutdownNow();
         }
@@ -423,7 +429,7 @@ public final class LlmBackends extends ServiceSupport implements RouteTemplatePa
      */
     @Override
     public void onAddRouteTemplateDefinition(RouteTemplateDefinition definition) {
-        if (!TEMPLATE.equals(definition.getId()) || !camelContext.isStarted()) {
+        if (!TEMPLATE.equals(definition.getId()) || !camelContext.isStarted() || !running) {
             return;
         }
         Model model = camelContext.getCamelContextExtension().getContextPlugin(Model.class);
@@ -447,7 +453,7 @@ public final class LlmBackends extends ServiceSupport implements RouteTemplatePa
         for (Backend b : backends) {
             RouteDefinition previous = model.getRouteDefinition(b.id);
             try {
-                camelContext.getRouteController().stopRoute(b.id);
+                camelContext.getRouteController().stopRoute(b.id, 30, TimeUnit.SECONDS);
                 camelContext.removeRoute(b.id);
                 camelContext.addRouteFromTemplate(b.id, TEMPLATE, parameters(b.id));
                 LOG.info("LLM backend route {} made again from the edited {} template", b.id, TEMPLATE);

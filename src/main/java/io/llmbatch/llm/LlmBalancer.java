@@ -102,11 +102,21 @@ public final class LlmBalancer extends LoadBalancerSupport {
         return a;
     }
 
+    /**
+     * The gateway route's one step (the {@code toD} to the chosen backend's route). This bean outlives the route: when
+     * the route file is edited, the new route's step replaces the old one.
+     */
+    @Override
+    public void addProcessor(AsyncProcessor processor) {
+        for (AsyncProcessor old : getProcessors()) {
+            removeProcessor(old);
+        }
+        super.addProcessor(processor);
+    }
+
     @Override
     public boolean process(Exchange exchange, AsyncCallback callback) {
-        AsyncProcessor[] targets = doGetProcessors();
-        // one step (the toD to the chosen backend's route); after a live reload of the gateway route the newest counts
-        AsyncProcessor target = targets[targets.length - 1];
+        AsyncProcessor target = doGetProcessors()[0];
         Attempts a = attempts(exchange);
         Backend b;
         RateWindow.Call rate;

@@ -10,6 +10,7 @@ import org.apache.camel.PropertyInject;
 import org.apache.camel.component.http.HttpComponent;
 import org.apache.camel.model.Model;
 import org.apache.camel.spi.Registry;
+import org.apache.camel.support.service.ServiceSupport;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -120,7 +121,17 @@ public class WorkerConfiguration implements CamelConfiguration {
             camelContext.getComponent(scheme, HttpComponent.class).setHttpClientConfigurer(deadline);
         }
         Wiring.stopWith(camelContext, deadline::close);
-        camelContext.addService(backends, true, true);
+        camelContext.addService(new ServiceSupport() { // with the context, not with the routes that call it
+            @Override
+            protected void doStart() {
+                backends.start();
+            }
+
+            @Override
+            protected void doStop() throws Exception {
+                backends.stop();
+            }
+        }, true, true);
         registry.bind("llmHealth", HealthChecks.llm(backends));
         PromptTemplate prompt = new PromptTemplate(Path.of(promptFile));
         SystemPrompt system = SystemPrompt.of(systemPrompt, systemPromptFile);
@@ -150,7 +161,7 @@ public class WorkerConfiguration implements CamelConfiguration {
                 () -> backends.anyUsable() && prompt.readable(), probeInterval);
         backends.onChange(control::changed);
         registry.bind("workerControl", control);
-        camelContext.addService(control, true, true);
+        Wiring.stopWith(camelContext, control::stop);
         letCallsInFlightFinishOnStop(camelContext, containers);
         publisher.declare(tasksDeadLetterQueue, false);
     }

@@ -9,7 +9,6 @@ import java.util.function.Supplier;
 
 import org.apache.camel.CamelContext;
 import org.apache.camel.Exchange;
-import org.apache.camel.support.service.ServiceSupport;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 import org.springframework.amqp.rabbit.listener.AbstractMessageListenerContainer;
@@ -21,9 +20,10 @@ import io.llmbatch.ops.Meters;
  * file unreadable) and starts them again by itself once it can. The consumers are cancelled before the task that found
  * out goes back to the queue, so the broker does not hand it (or the next one) straight back: each task held or
  * prefetched returns to the queue once per outage, whatever the outage's length (on quorum queues every return counts
- * toward the delivery limit).
+ * toward the delivery limit). Not a Camel service: the worker route calls it as a bean, and Camel would stop it with
+ * every live edit of that route; {@link #stop()} follows the context.
  */
-public class WorkerControl extends ServiceSupport {
+public class WorkerControl {
 
     private static final Logger LOG = LoggerFactory.getLogger(WorkerControl.class);
 
@@ -32,6 +32,7 @@ public class WorkerControl extends ServiceSupport {
     private final long checkIntervalMillis;
     private volatile boolean paused;
     private volatile CountDownLatch stopped = new CountDownLatch(0);
+    private volatile boolean closed;
     private final ScheduledExecutorService scheduler = Executors.newSingleThreadScheduledExecutor(r -> {
         Thread t = new Thread(r, "worker-control");
         t.setDaemon(true);
@@ -78,7 +79,7 @@ public class WorkerControl extends ServiceSupport {
 
     /** Something changed (a backend came back): check now rather than at the next interval. */
     public void changed() {
-        if (paused && isRunAllowed()) {
+        if (paused && running()) {
             scheduler.execute(() -> resumeWhenReady(false));
         }
     }
@@ -106,11 +107,12 @@ public class WorkerControl extends ServiceSupport {
     }
 
     private boolean running() {
-        return isRunAllowed() && camelContext.getStatus().isStarted() && !camelContext.isStopping();
+        return !closed && camelContext.getStatus().isStarted() && !camelContext.isStopping();
     }
 
-    @Override
-    protected void doStop() {
+    /** The context stops. */
+    public void stop() {
+        closed = true;
         scheduler.shutdownNow();
     }
 }
