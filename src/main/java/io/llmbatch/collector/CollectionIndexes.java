@@ -5,6 +5,8 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Objects;
+import java.util.concurrent.locks.Lock;
+import java.util.concurrent.locks.ReentrantReadWriteLock;
 
 import com.mongodb.MongoException;
 import com.mongodb.client.MongoCollection;
@@ -30,6 +32,8 @@ public final class CollectionIndexes {
 
     private final MongoCollection<Document> collection;
     private final String where;
+    /** Index work excludes this process's writes (they share it): see {@link #writes()}. */
+    private final ReentrantReadWriteLock lock = new ReentrantReadWriteLock();
     private volatile String problem;
     private volatile String pidIndex = "not checked yet";
     private volatile Boolean pidUnique;
@@ -44,7 +48,25 @@ public final class CollectionIndexes {
      * Lists the indexes, creates the missing ones. Returns normally once MongoDB answered, also when it refused
      * (see {@link #problem()}); throws when MongoDB could not be reached.
      */
-    public synchronized void ensure() {
+    public void ensure() {
+        lock.writeLock().lock();
+        try {
+            doEnsure();
+        } finally {
+            lock.writeLock().unlock();
+        }
+    }
+
+    /**
+     * Held by each bulk write of this process while it runs: writes go on side by side, and wait while the indexes are
+     * checked or built. A unique index built under concurrent upserts can fail on a duplicate that slipped in meanwhile,
+     * and mongo-java-server (the embedded default, the tests) corrupts its index when one is built under writes.
+     */
+    public Lock writes() {
+        return lock.readLock();
+    }
+
+    private void doEnsure() {
         List<Document> existing;
         try {
             existing = collection.listIndexes().into(new ArrayList<>());

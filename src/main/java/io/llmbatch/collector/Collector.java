@@ -151,7 +151,7 @@ public class Collector {
                 }
                 String failure;
                 try {
-                    collection.bulkWrite(upserts(toWrite), UNORDERED);
+                    bulkWrite(toWrite);
                     unwritten.clear();
                     wrote = true;
                     continue;
@@ -186,7 +186,7 @@ public class Collector {
                     // the driver cannot even encode the bulk (e.g. a document over 16 MB): find the culprit(s) one by one
                     for (Pending p : toWrite) {
                         try {
-                            collection.bulkWrite(upserts(List.of(p)), UNORDERED);
+                            bulkWrite(List.of(p));
                             unwritten.remove(p.pid());
                         } catch (MongoException retry) {
                             // written with the others at the next attempt
@@ -230,6 +230,22 @@ public class Collector {
         stored.addAndGet(acknowledged);
         LOG.debug("Stored {} result(s) ({} distinct)", acknowledged, byPid.size());
         return acknowledged;
+    }
+
+    /** One unordered bulk upsert, while no index work of this process runs. */
+    private void bulkWrite(List<Pending> pendings) {
+        CollectionIndexes i = indexes;
+        java.util.concurrent.locks.Lock lock = i == null ? null : i.writes();
+        if (lock != null) {
+            lock.lock();
+        }
+        try {
+            collection.bulkWrite(upserts(pendings), UNORDERED);
+        } finally {
+            if (lock != null) {
+                lock.unlock();
+            }
+        }
     }
 
     /** Removes the deliveries whose channel has closed; a pid without deliveries is no longer written. */
