@@ -70,7 +70,7 @@ class CollectorOutageTest {
         }
         camel.stop();
         client.close();
-        broker.purge(RESULTS);
+        broker.reset(RESULTS);
         broker.close();
     }
 

@@ -78,7 +78,7 @@ class ExistingCollectionTest {
         }
         camel.stop();
         client.close();
-        broker.purge(RESULTS);
+        broker.reset(RESULTS);
         broker.close();
     }
 

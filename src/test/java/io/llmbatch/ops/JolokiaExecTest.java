@@ -11,9 +11,11 @@ import org.apache.camel.ServiceStatus;
 import org.apache.camel.component.platform.http.main.ManagementHttpServer;
 import org.apache.camel.test.main.junit5.CamelMainTest;
 import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.extension.ExtendWith;
 
+import io.llmbatch.support.Broker;
 import io.llmbatch.support.Mongo;
 import io.llmbatch.support.RabbitMQRequired;
 
@@ -47,6 +49,13 @@ class JolokiaExecTest {
 
     @BeanInject
     CamelContext context;
+
+    @AfterAll
+    static void deleteQueues() throws Exception {
+        try (Broker broker = new Broker()) {
+            broker.reset("t11c_jolokia_results", "t11c_jolokia_results.dlq");
+        }
+    }
 
     @AfterEach
     void restart() throws Exception {

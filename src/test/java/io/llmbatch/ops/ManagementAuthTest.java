@@ -10,9 +10,11 @@ import java.util.Base64;
 import org.apache.camel.BeanInject;
 import org.apache.camel.CamelContext;
 import org.apache.camel.test.main.junit5.CamelMainTest;
+import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.extension.ExtendWith;
 
+import io.llmbatch.support.Broker;
 import io.llmbatch.support.Mongo;
 import io.llmbatch.support.RabbitMQRequired;
 
@@ -44,6 +46,13 @@ class ManagementAuthTest {
 
     @BeanInject
     CamelContext context;
+
+    @AfterAll
+    static void deleteQueues() throws Exception {
+        try (Broker broker = new Broker()) {
+            broker.reset("t11c_auth_results", "t11c_auth_results.dlq");
+        }
+    }
 
     HttpResponse<String> get(String path, String authorization) throws Exception {
         HttpRequest.Builder request = HttpRequest.newBuilder(URI.create("http://127.0.0.1:" + JolokiaExecTest.managementPort(context)
