@@ -15,12 +15,12 @@ import java.util.Map;
 import com.mongodb.ErrorCategory;
 import com.mongodb.MongoBulkWriteException;
 import com.mongodb.MongoException;
+import com.mongodb.MongoWriteConcernException;
+import com.mongodb.bulk.WriteConcernError;
 import com.mongodb.bulk.BulkWriteError;
 import com.mongodb.client.MongoCollection;
 import com.mongodb.client.model.BulkWriteOptions;
 import com.mongodb.client.model.Filters;
-import com.mongodb.client.model.IndexOptions;
-import com.mongodb.client.model.Indexes;
 import com.mongodb.client.model.UpdateOneModel;
 import com.mongodb.client.model.UpdateOptions;
 import com.mongodb.client.model.WriteModel;
@@ -53,7 +53,8 @@ public class Collector {
     private final java.util.concurrent.atomic.AtomicLong stored = new java.util.concurrent.atomic.AtomicLong();
     private final String deadLetterQueue;
     private final CamelContext camelContext;
-    private volatile boolean indexed;
+    private volatile CollectionIndexes indexes;
+    private volatile String writeProblem;
 
     public Collector(MongoCollection<Document> collection, String defaultModel, ConfirmingPublisher publisher,
                      String deadLetterQueue, CamelContext camelContext) {
@@ -62,6 +63,12 @@ public class Collector {
         this.publisher = publisher;
         this.deadLetterQueue = deadLetterQueue;
         this.camelContext = camelContext;
+    }
+
+    /** The indexes' state joins {@link #problem()} (readiness). */
+    public Collector reportingIndexes(CollectionIndexes indexes) {
+        this.indexes = indexes;
+        return this;
     }
 
     /** One result waiting in a batch: its document and how to acknowledge it. */
@@ -111,66 +118,203 @@ public class Collector {
     /**
      * Writes a batch as one unordered bulk upsert keyed by {@code pid} and acknowledges its results afterwards.
      * While MongoDB fails the batch is retried with backoff and nothing is acknowledged, so the broker stops
-     * delivering once the prefetch is used up: intake pauses until MongoDB is back. A document MongoDB refuses
-     * for itself (not for being down) is dead-lettered with the refusal, so it cannot block the collector.
+     * delivering once the prefetch is used up: what waits behind a failing write is bounded by the consumers'
+     * prefetch. Before every attempt the results whose channel has closed (the broker's consumer timeout, a broker
+     * restart) leave the batch: the broker redelivers them, so writing them here too would write them twice, and
+     * their acknowledgement could not be sent anyway. A document MongoDB refuses for itself (not for being down) is
+     * dead-lettered with the refusal, so it cannot block the collector. A write that is applied but not acknowledged
+     * as {@code llmbatch.mongodb.write-concern} asks is not stored yet: it is retried, and reported as the reason
+     * readiness is DOWN, like a refusal that retrying cannot end (no permission). Whatever escapes (the collector
+     * stopping, an unexpected error) sends every result still held back to the queue at once.
      */
     public int write(List<Pending> batch) {
-        // the same company twice in one batch: keep the last (two upserts of one new pid in one bulk can collide)
-        Map<String, Pending> byPid = new LinkedHashMap<>();
+        // per pid, every delivery carrying it (the same company twice in one batch: the last one is written, since
+        // two upserts of one new pid in one bulk can collide, and all of them are acknowledged)
+        Map<String, List<Pending>> byPid = new LinkedHashMap<>();
         for (Pending p : batch) {
-            byPid.put(p.pid(), p);
+            byPid.computeIfAbsent(p.pid(), k -> new ArrayList<>()).add(p);
         }
-        List<Pending> toWrite = new ArrayList<>(byPid.values());
+        java.util.Set<String> unwritten = new java.util.LinkedHashSet<>(byPid.keySet());
+        int dropped = 0;
+        boolean wrote = false;
         long backoff = 500;
-        while (!toWrite.isEmpty()) {
-            try {
-                ensureIndexes();
-                collection.bulkWrite(upserts(toWrite), UNORDERED);
-                toWrite = List.of();
-            } catch (MongoBulkWriteException e) {
-                // unordered: every operation without an error was applied
-                List<Pending> again = new ArrayList<>();
-                for (BulkWriteError error : e.getWriteErrors()) {
-                    Pending p = toWrite.get(error.getIndex());
-                    if (error.getCategory() == ErrorCategory.DUPLICATE_KEY) {
-                        again.add(p); // two collectors upserting a new pid at once: the retry updates
-                    } else {
-                        refused(p, "MongoDB refused the document: " + error.getMessage());
+        try {
+            while (true) {
+                dropped += dropClosed(byPid, unwritten);
+                if (unwritten.isEmpty()) {
+                    break;
+                }
+                List<Pending> toWrite = new ArrayList<>(unwritten.size());
+                for (String pid : unwritten) {
+                    List<Pending> deliveries = byPid.get(pid);
+                    toWrite.add(deliveries.get(deliveries.size() - 1));
+                }
+                String failure;
+                try {
+                    bulkWrite(toWrite);
+                    unwritten.clear();
+                    wrote = true;
+                    continue;
+                } catch (MongoBulkWriteException e) {
+                    // unordered: every operation without an error was applied
+                    java.util.Set<String> again = new java.util.LinkedHashSet<>();
+                    for (BulkWriteError error : e.getWriteErrors()) {
+                        Pending p = toWrite.get(error.getIndex());
+                        if (error.getCategory() == ErrorCategory.DUPLICATE_KEY) {
+                            again.add(p.pid()); // two collectors upserting a new pid at once: the retry updates
+                        } else {
+                            refused(p, "MongoDB refused the document: " + error.getMessage());
+                            unwritten.remove(p.pid());
+                        }
                     }
+                    WriteConcernError wce = e.getWriteConcernError();
+                    if (wce == null) {
+                        unwritten.retainAll(again);
+                        continue; // only duplicate-key races left: retry those at once
+                    }
+                    failure = writeConcernFailure(wce);
+                } catch (MongoWriteConcernException e) {
+                    failure = writeConcernFailure(e.getWriteConcernError());
+                } catch (MongoException e) {
+                    if (!camelContext.isStarted() || camelContext.isStopping()) {
+                        throw e;
+                    }
+                    String permanent = MongoErrors.permanent(e);
+                    failure = permanent != null ? permanent : e.getMessage();
+                    report(failure, permanent != null, false);
+                } catch (RuntimeException e) {
+                    // the driver cannot even encode the bulk (e.g. a document over 16 MB): find the culprit(s) one by one
+                    for (Pending p : toWrite) {
+                        try {
+                            bulkWrite(List.of(p));
+                            unwritten.remove(p.pid());
+                        } catch (MongoException retry) {
+                            // written with the others at the next attempt
+                        } catch (RuntimeException bad) {
+                            refused(p, "cannot write the document to MongoDB: " + bad);
+                            unwritten.remove(p.pid());
+                        }
+                    }
+                    continue;
                 }
-                toWrite = e.getWriteConcernError() != null ? toWrite : again;
-            } catch (MongoException e) {
                 if (!camelContext.isStarted() || camelContext.isStopping()) {
-                    LOG.warn("Stopping with a batch of {} unwritten: they stay unacknowledged and return to the queue", batch.size());
-                    throw e;
+                    throw new IllegalStateException("stopping with " + unwritten.size() + " result(s) not stored: " + failure);
                 }
-                LOG.warn("MongoDB write of {} result(s) failed, retrying in {} ms (nothing acknowledged): {}", toWrite.size(),
-                        backoff, e.getMessage());
+                LOG.warn("MongoDB write of {} result(s) failed, retrying in {} ms (nothing acknowledged): {}", unwritten.size(),
+                        backoff, failure);
                 Meters.retried("mongodb");
                 sleep(backoff);
                 backoff = Math.min(backoff * 2, MAX_BACKOFF_MILLIS);
-            } catch (RuntimeException e) {
-                // the driver cannot even encode the bulk (e.g. a document over 16 MB): find the culprit(s) one by one
-                List<Pending> again = new ArrayList<>();
-                for (Pending p : toWrite) {
-                    try {
-                        collection.bulkWrite(upserts(List.of(p)), UNORDERED);
-                    } catch (MongoException retry) {
-                        again.add(p);
-                    } catch (RuntimeException bad) {
-                        refused(p, "cannot write the document to MongoDB: " + bad);
-                    }
-                }
-                toWrite = again;
+            }
+        } catch (RuntimeException | Error e) {
+            int requeued = nack(byPid);
+            LOG.warn("{} result(s) of a batch not stored ({}): back to the queue now", requeued, e.toString());
+            throw e;
+        }
+        if (wrote && writeProblem != null) {
+            LOG.info("MongoDB takes writes again");
+            writeProblem = null;
+        }
+        if (dropped > 0) {
+            LOG.info("{} result(s) left their batch unwritten: their channel closed while MongoDB failed, the broker redelivers them",
+                    dropped);
+        }
+        int acknowledged = 0;
+        for (List<Pending> deliveries : byPid.values()) {
+            for (Pending p : deliveries) {
+                ack(p.channel(), p.deliveryTag());
+                acknowledged++;
             }
         }
-        for (Pending p : batch) {
-            ack(p.channel(), p.deliveryTag());
+        Meters.stored(acknowledged);
+        stored.addAndGet(acknowledged);
+        LOG.debug("Stored {} result(s) ({} distinct)", acknowledged, byPid.size());
+        return acknowledged;
+    }
+
+    /** One unordered bulk upsert, while no index work of this process runs. */
+    private void bulkWrite(List<Pending> pendings) {
+        CollectionIndexes i = indexes;
+        java.util.concurrent.locks.Lock lock = i == null ? null : i.writes();
+        if (lock != null) {
+            lock.lock();
         }
-        Meters.stored(batch.size());
-        stored.addAndGet(batch.size());
-        LOG.debug("Stored {} result(s) ({} distinct)", batch.size(), byPid.size());
-        return batch.size();
+        try {
+            collection.bulkWrite(upserts(pendings), UNORDERED);
+        } finally {
+            if (lock != null) {
+                lock.unlock();
+            }
+        }
+    }
+
+    /** Removes the deliveries whose channel has closed; a pid without deliveries is no longer written. */
+    private static int dropClosed(Map<String, List<Pending>> byPid, java.util.Set<String> unwritten) {
+        int dropped = 0;
+        for (java.util.Iterator<Map.Entry<String, List<Pending>>> it = byPid.entrySet().iterator(); it.hasNext(); ) {
+            Map.Entry<String, List<Pending>> e = it.next();
+            int before = e.getValue().size();
+            e.getValue().removeIf(p -> p.channel() != null && !p.channel().isOpen());
+            dropped += before - e.getValue().size();
+            if (e.getValue().isEmpty()) {
+                it.remove();
+                unwritten.remove(e.getKey());
+            }
+        }
+        return dropped;
+    }
+
+    /** Applied on the primary but not acknowledged as asked: not durable yet, so not acknowledged to the broker. */
+    private String writeConcernFailure(WriteConcernError error) {
+        String failure = "write concern " + writeConcern() + " not satisfied: " + MongoErrors.describe(error);
+        report(failure, MongoErrors.permanent(error), true);
+        return failure;
+    }
+
+    /** A refusal or an unsatisfied write concern is the reason readiness is DOWN until a write goes through. */
+    private void report(String failure, boolean permanent, boolean writeConcern) {
+        if (!permanent && !writeConcern) {
+            return; // MongoDB unreachable: the cluster state says so already
+        }
+        String problem = (writeConcern ? "" : "MongoDB refuses writes: ") + failure;
+        if (permanent && !problem.equals(writeProblem)) {
+            LOG.error("{}: nothing is acknowledged, results wait in the queue until this is fixed (readiness DOWN)", problem);
+        }
+        writeProblem = problem;
+    }
+
+    /** Sends every delivery still held back to its queue (requeue), skipping channels that closed (already back). */
+    private static int nack(Map<String, List<Pending>> byPid) {
+        int n = 0;
+        for (List<Pending> deliveries : byPid.values()) {
+            for (Pending p : deliveries) {
+                if (p.channel() == null || p.deliveryTag() < 0 || !p.channel().isOpen()) {
+                    continue;
+                }
+                try {
+                    p.channel().basicNack(p.deliveryTag(), false, true);
+                    n++;
+                } catch (IOException | RuntimeException e) {
+                    LOG.warn("Cannot requeue a result (it returns when its channel closes): {}", e.toString());
+                }
+            }
+        }
+        return n;
+    }
+
+    /**
+     * Why MongoDB cannot take the collector's writes, or its indexes are not as they must be, when retrying cannot
+     * end it by itself; null when all is well. Readiness is DOWN while this says something.
+     */
+    public String problem() {
+        String w = writeProblem;
+        String i = indexes == null ? null : indexes.problem();
+        return w == null ? i : i == null ? w : w + "; " + i;
+    }
+
+    /** The write concern of the writes, as configured. */
+    public String writeConcern() {
+        return WriteConcerns.describe(collection.getWriteConcern());
     }
 
     private static List<WriteModel<Document>> upserts(List<Pending> pendings) {
@@ -210,16 +354,6 @@ public class Collector {
             return collection.estimatedDocumentCount();
         } catch (RuntimeException e) {
             return -1;
-        }
-    }
-
-    /** Unique index on pid, indexes on company and model_name; idempotent, retried until MongoDB answers. */
-    public void ensureIndexes() {
-        if (!indexed) {
-            collection.createIndex(Indexes.ascending("pid"), new IndexOptions().unique(true).name("pid_unique"));
-            collection.createIndex(Indexes.ascending("company"), new IndexOptions().name("company"));
-            collection.createIndex(Indexes.ascending("model_name"), new IndexOptions().name("model_name"));
-            indexed = true;
         }
     }
 

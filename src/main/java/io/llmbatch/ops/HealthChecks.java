@@ -6,6 +6,7 @@ import java.net.Socket;
 import java.net.URI;
 import java.util.Map;
 import java.util.function.Consumer;
+import java.util.function.Supplier;
 
 import com.mongodb.client.MongoClient;
 import com.mongodb.connection.ClusterDescription;
@@ -44,15 +45,23 @@ public final class HealthChecks {
         });
     }
 
-    public static HealthCheck mongo(MongoClient client, String uri) {
+    /**
+     * MongoDB for a collector: DOWN without a writable server (what the driver's monitor last saw: no request, no
+     * server-selection wait in a health probe), and DOWN with the reason while {@code problem} says MongoDB refuses
+     * something retrying cannot fix (credentials, permissions, an index conflict, an unsatisfiable write concern).
+     */
+    public static HealthCheck mongo(MongoClient client, String uri, Supplier<String> problem, Map<String, Supplier<Object>> details) {
         return check("mongodb", b -> {
-            // what the driver's monitor last saw: no request, no server-selection wait in a health probe
             ClusterDescription cluster = client.getClusterDescription();
             b.detail("uri", Urls.mask(uri));
-            if (cluster.hasWritableServer()) {
-                b.up();
-            } else {
+            details.forEach((name, value) -> b.detail(name, value.get()));
+            String refused = problem.get();
+            if (!cluster.hasWritableServer()) {
                 b.message("no writable MongoDB server: " + cluster.getShortDescription()).down();
+            } else if (refused != null) {
+                b.message(Urls.mask(refused)).down();
+            } else {
+                b.up();
             }
         });
     }
