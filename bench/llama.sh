@@ -36,7 +36,7 @@ python3 - "$APP/routes/llm-gateway.camel.yaml" <<'PY'
 import sys
 p = sys.argv[1]
 s = open(p).read()
-anchor = "                  max_tokens: (.max_tokens // {{llmbatch.llm.max-tokens}}),\n"
+anchor = "                  max_tokens: {{llmbatch.llm.max-tokens}},\n"
 assert anchor in s
 open(p, "w").write(s.replace(anchor, anchor + "                  ignore_eos: true,\n", 1))
 PY

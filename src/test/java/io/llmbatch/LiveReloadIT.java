@@ -77,7 +77,7 @@ class LiveReloadIT {
             assertThat(last(sim).body().has("top_p")).isFalse();
 
             String original = Files.readString(gateway);
-            String field = "                  max_tokens: (.max_tokens // {{llmbatch.llm.max-tokens}}),\n";
+            String field = "                  max_tokens: {{llmbatch.llm.max-tokens}},\n";
             assertThat(original).contains(field);
             edit(gateway, original.replace(field, field + "                  top_p: 0.5,\n"));
             await().atMost(Duration.ofSeconds(30)).until(() -> Files.readString(worker.log()).contains("Routes reloaded"));

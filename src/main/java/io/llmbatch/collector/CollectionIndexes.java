@@ -18,7 +18,7 @@ import org.slf4j.LoggerFactory;
 
 /**
  * The collection's indexes: a unique one on {@code pid}, plain ones on {@code company} and {@code model_name}, as the
- * seed's collector made them. Existing indexes are matched by their key, whatever their name (the seed's pymongo
+ * seed's collector made them, and one on {@code job}. Existing indexes are matched by their key, whatever their name (the seed's pymongo
  * {@code create_index} named them {@code pid_1}, {@code company_1}, {@code model_name_1}; MongoDB refuses the same
  * key again under another name, codes 85/86). An existing unique pid index is used as it is; an existing
  * non-unique one is adopted with a warning, never blocked on. Missing ones are created with MongoDB's default names.
@@ -28,7 +28,8 @@ import org.slf4j.LoggerFactory;
 public final class CollectionIndexes {
 
     private static final Logger LOG = LoggerFactory.getLogger(CollectionIndexes.class);
-    static final List<String> FIELDS = List.of("pid", "company", "model_name");
+    /** pid (unique) and the seed's two, plus job: a job's counts and export select by it. */
+    static final List<String> FIELDS = List.of("pid", "company", "model_name", "job");
 
     private final MongoCollection<Document> collection;
     private final String where;

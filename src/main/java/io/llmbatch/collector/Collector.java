@@ -3,11 +3,8 @@ package io.llmbatch.collector;
 import io.llmbatch.ops.Meters;
 import java.io.IOException;
 import java.nio.charset.StandardCharsets;
-import java.security.MessageDigest;
-import java.security.NoSuchAlgorithmException;
 import java.util.ArrayList;
 import java.util.Date;
-import java.util.HexFormat;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
@@ -48,6 +45,8 @@ public class Collector {
     private static final BulkWriteOptions UNORDERED = new BulkWriteOptions().ordered(false);
 
     private final MongoCollection<Document> collection;
+    /** The collections of other jobs (results carrying x-llmbatch-collection), each with its indexes checked once. */
+    private final java.util.function.Function<String, Target> targets;
     private final String defaultModel;
     private final ConfirmingPublisher publisher;
     private final java.util.concurrent.atomic.AtomicLong stored = new java.util.concurrent.atomic.AtomicLong();
@@ -56,9 +55,20 @@ public class Collector {
     private volatile CollectionIndexes indexes;
     private volatile String writeProblem;
 
+    /** Where a group of results goes: a collection and its indexes (whose lock keeps index work and writes apart). */
+    public record Target(MongoCollection<Document> collection, CollectionIndexes indexes) {
+    }
+
     public Collector(MongoCollection<Document> collection, String defaultModel, ConfirmingPublisher publisher,
                      String deadLetterQueue, CamelContext camelContext) {
+        this(collection, null, defaultModel, publisher, deadLetterQueue, camelContext);
+    }
+
+    /** @param targets the collection (and its indexes) of another job's results, by name; null: only the default one */
+    public Collector(MongoCollection<Document> collection, java.util.function.Function<String, Target> targets, String defaultModel,
+                     ConfirmingPublisher publisher, String deadLetterQueue, CamelContext camelContext) {
         this.collection = collection;
+        this.targets = targets;
         this.defaultModel = defaultModel;
         this.publisher = publisher;
         this.deadLetterQueue = deadLetterQueue;
@@ -71,18 +81,19 @@ public class Collector {
         return this;
     }
 
-    /** One result waiting in a batch: its document and how to acknowledge it. */
-    public record Pending(String pid, Document document, Channel channel, long deliveryTag) {
+    /**
+     * One result waiting in a batch: its document, its collection (null: the configured one) and how to acknowledge it.
+     */
+    public record Pending(String pid, Document document, Channel channel, long deliveryTag, String collection) {
+
+        public Pending(String pid, Document document, Channel channel, long deliveryTag) {
+            this(pid, document, channel, deliveryTag, null);
+        }
     }
 
     /** The seed's key: lowercase hex MD5 of the UTF-8 bytes of {@code company + model_name}. */
     public static String pid(String company, String modelName) {
-        try {
-            byte[] md5 = MessageDigest.getInstance("MD5").digest((company + modelName).getBytes(StandardCharsets.UTF_8));
-            return HexFormat.of().formatHex(md5);
-        } catch (NoSuchAlgorithmException e) {
-            throw new IllegalStateException(e);
-        }
+        return io.llmbatch.jobs.Jobs.md5(company + modelName);
     }
 
     /** Parses a result into the document to store; a malformed one is refused (and dead-lettered by the route). */
@@ -100,19 +111,29 @@ public class Collector {
         } catch (RuntimeException e) {
             throw new MalformedResultException("result is not valid JSON: " + e.getMessage());
         }
-        Object company = doc.get("company");
-        if (!(company instanceof String name) || name.isBlank()) {
-            throw new MalformedResultException("result has no 'company' (a non-empty string)");
-        }
         Object model = doc.get("model_name");
         String modelName = model instanceof String m && !m.isBlank() ? m : defaultModel;
         doc.put("model_name", modelName);
-        String pid = pid(name, modelName);
+        // a result of a job rendered at ingest carries its key and collection; one in the seed's form has a company
+        String pid = exchange.getMessage().getHeader(io.llmbatch.jobs.Jobs.PID, String.class);
+        String target = exchange.getMessage().getHeader(io.llmbatch.jobs.Jobs.COLLECTION, String.class);
+        if (pid == null) {
+            Object company = doc.get("company");
+            if (!(company instanceof String name) || name.isBlank()) {
+                throw new MalformedResultException("result has no 'company' (a non-empty string)");
+            }
+            pid = pid(name, modelName);
+        } else if (!pid.matches("[0-9a-f]{32}")) {
+            throw new MalformedResultException("result's x-llmbatch-pid is not an md5: " + pid);
+        }
         doc.put("pid", pid);
         doc.remove("_id");
         doc.remove("created_at");
         doc.remove("updated_at");
-        return new Pending(pid, doc, channel(exchange), deliveryTag(exchange));
+        if (target != null && (target.equals(collection.getNamespace().getCollectionName()) || targets == null)) {
+            target = null;
+        }
+        return new Pending(pid, doc, channel(exchange), deliveryTag(exchange), target);
     }
 
     /**
@@ -128,6 +149,34 @@ public class Collector {
      * stopping, an unexpected error) sends every result still held back to the queue at once.
      */
     public int write(List<Pending> batch) {
+        Map<String, List<Pending>> byCollection = new LinkedHashMap<>();
+        for (Pending p : batch) {
+            byCollection.computeIfAbsent(p.collection() == null ? "" : p.collection(), k -> new ArrayList<>()).add(p);
+        }
+        if (byCollection.size() == 1 && byCollection.containsKey("")) {
+            return write(new Target(collection, indexes), batch);
+        }
+        int written = 0;
+        List<List<Pending>> groups = new ArrayList<>(byCollection.values());
+        for (int g = 0; g < groups.size(); g++) {
+            List<Pending> group = groups.get(g);
+            String name = group.get(0).collection();
+            try {
+                written += write(name == null ? new Target(collection, indexes) : targets.apply(name), group);
+            } catch (RuntimeException | Error e) {
+                for (List<Pending> rest : groups.subList(g + 1, groups.size())) { // not written: back to the queue too
+                    Map<String, List<Pending>> left = new LinkedHashMap<>();
+                    rest.forEach(p -> left.computeIfAbsent(p.pid(), k -> new ArrayList<>()).add(p));
+                    nack(left);
+                }
+                throw e;
+            }
+        }
+        return written;
+    }
+
+    /** Writes one collection's share of a batch (see {@link #write(List)}). */
+    private int write(Target target, List<Pending> batch) {
         // per pid, every delivery carrying it (the same company twice in one batch: the last one is written, since
         // two upserts of one new pid in one bulk can collide, and all of them are acknowledged)
         Map<String, List<Pending>> byPid = new LinkedHashMap<>();
@@ -151,7 +200,7 @@ public class Collector {
                 }
                 String failure;
                 try {
-                    bulkWrite(toWrite);
+                    bulkWrite(target, toWrite);
                     unwritten.clear();
                     wrote = true;
                     continue;
@@ -186,7 +235,7 @@ public class Collector {
                     // the driver cannot even encode the bulk (e.g. a document over 16 MB): find the culprit(s) one by one
                     for (Pending p : toWrite) {
                         try {
-                            bulkWrite(List.of(p));
+                            bulkWrite(target, List.of(p));
                             unwritten.remove(p.pid());
                         } catch (MongoException retry) {
                             // written with the others at the next attempt
@@ -233,14 +282,14 @@ public class Collector {
     }
 
     /** One unordered bulk upsert, while no index work of this process runs. */
-    private void bulkWrite(List<Pending> pendings) {
-        CollectionIndexes i = indexes;
+    private static void bulkWrite(Target target, List<Pending> pendings) {
+        CollectionIndexes i = target.indexes();
         java.util.concurrent.locks.Lock lock = i == null ? null : i.writes();
         if (lock != null) {
             lock.lock();
         }
         try {
-            collection.bulkWrite(upserts(pendings), UNORDERED);
+            target.collection().bulkWrite(upserts(pendings), UNORDERED);
         } finally {
             if (lock != null) {
                 lock.unlock();

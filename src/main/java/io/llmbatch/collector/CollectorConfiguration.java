@@ -12,6 +12,7 @@ import com.mongodb.MongoClientSettings;
 import com.mongodb.client.MongoClient;
 import com.mongodb.client.MongoClients;
 import com.mongodb.client.MongoCollection;
+import com.mongodb.client.MongoDatabase;
 import com.mongodb.event.ClusterDescriptionChangedEvent;
 import com.mongodb.event.ClusterListener;
 import org.apache.camel.CamelConfiguration;
@@ -106,7 +107,28 @@ public class CollectorConfiguration implements CamelConfiguration {
                 }
             }
         });
-        Collector collector = new Collector(results, defaultModelName, publisher, resultsDeadLetterQueue, camelContext)
+        // other jobs' collections (jobs/*.yaml collection:), their indexes checked at first use and at every reconnect
+        Map<String, Collector.Target> others = new java.util.concurrent.ConcurrentHashMap<>();
+        Runnable checkDefault = checkIndexes.get();
+        checkIndexes.set(() -> {
+            checkDefault.run();
+            others.values().forEach(t -> {
+                try {
+                    t.indexes().ensure();
+                } catch (RuntimeException e) {
+                    LOG.warn("Cannot check the MongoDB indexes of {} yet: {}", t.collection().getNamespace(), Urls.mask(e.getMessage()));
+                }
+            });
+        });
+        MongoDatabase db = mongo.getDatabase(database);
+        java.util.function.Function<String, Collector.Target> targets = name -> others.computeIfAbsent(name, n -> {
+            MongoCollection<Document> c = db.getCollection(n).withWriteConcern(writeConcern.writeConcern());
+            CollectionIndexes i = new CollectionIndexes(c);
+            i.ensure(); // throws while MongoDB is unreachable: the batch goes back to the queue and comes again
+            LOG.info("Collector: results of another job go to {}.{}", database, n);
+            return new Collector.Target(c, i);
+        });
+        Collector collector = new Collector(results, targets, defaultModelName, publisher, resultsDeadLetterQueue, camelContext)
                 .reportingIndexes(indexes);
         registry.bind("mongoHealth", HealthChecks.mongo(mongo, uri, collector::problem,
                 Map.of("pid index", indexes::pidIndex, "write concern", collector::writeConcern)));

@@ -301,7 +301,9 @@ public final class LlmBackends implements RouteTemplateParameterSource, ModelLif
 
     /** The request a probe sends: one token, through the backend's own route (same body, headers, key and model). */
     static ObjectNode probeRequest() {
-        return JSON.createObjectNode().put("prompt", "ping").put("max_tokens", 1).put("max_length", 32);
+        ObjectNode probe = JSON.createObjectNode().put("prompt", "ping");
+        probe.putObject("params").put("max_tokens", 1).put("max_length", 32);
+        return probe;
     }
 
     /** Probes every backend that is out (after its cool-down); returns whether some backend is usable now. */
@@ -343,7 +345,12 @@ public final class LlmBackends implements RouteTemplateParameterSource, ModelLif
 
     /** The model name sent to {@code b}: its own ({@code ;model=}) or {@code llmbatch.llm.model}. */
     public String modelFor(Backend b) {
-        return b.endpoint.model() != null ? b.endpoint.model() : settings.model();
+        return modelFor(b, null);
+    }
+
+    /** The model name sent to {@code b}: its own ({@code ;model=}), else the task's job's, else {@code llmbatch.llm.model}. */
+    public String modelFor(Backend b, String requested) {
+        return b.endpoint.model() != null ? b.endpoint.model() : requested != null ? requested : settings.model();
     }
 
     // ---- start-up check of OpenAI-compatible servers --------------------------------------------------------------

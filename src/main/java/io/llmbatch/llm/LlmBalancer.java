@@ -131,7 +131,7 @@ public final class LlmBalancer extends LoadBalancerSupport {
         }
         a.calls++;
         exchange.setProperty(LlmBackends.BACKEND, b.id);
-        exchange.setProperty(LlmBackends.MODEL, backends.modelFor(b));
+        exchange.setProperty(LlmBackends.MODEL, backends.modelFor(b, requestModel(exchange)));
         long start = System.nanoTime();
         exchange.setProperty(CALL_STARTED, start);
         return target.process(exchange, doneSync -> {
@@ -268,6 +268,11 @@ public final class LlmBalancer extends LoadBalancerSupport {
         return best;
     }
 
+    /** The model the task's request names (its job's), or null. */
+    private static String requestModel(Exchange exchange) {
+        return exchange.getVariable(LlmBackends.REQUEST) instanceof JsonNode r && r.path("model").isTextual() ? r.get("model").asText() : null;
+    }
+
     /** Tokens a call may take, for tokens-per-minute limits: the prompt's characters (a generous count) plus max_tokens. */
     private long estimateTokens(Exchange exchange) {
         Object request = exchange.getVariable(LlmBackends.REQUEST);
@@ -275,7 +280,7 @@ public final class LlmBalancer extends LoadBalancerSupport {
             return maxTokens;
         }
         long prompt = r.path("prompt").asText("").length() + r.path("system").asText("").length();
-        return prompt + r.path("max_tokens").asLong(maxTokens);
+        return prompt + r.path("params").path("max_tokens").asLong(maxTokens);
     }
 
     private String describeStates(long now) {

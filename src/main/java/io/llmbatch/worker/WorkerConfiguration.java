@@ -1,5 +1,7 @@
 package io.llmbatch.worker;
 
+import io.llmbatch.jobs.PromptTemplate;
+import io.llmbatch.jobs.SystemPrompt;
 import java.nio.file.Path;
 import java.util.LinkedHashMap;
 import java.util.Map;
@@ -39,6 +41,8 @@ public class WorkerConfiguration implements CamelConfiguration {
 
     @PropertyInject("llmbatch.queue.tasks")
     String tasksQueue;
+    @PropertyInject("llmbatch.jobs.default")
+    String defaultJob;
     @PropertyInject("llmbatch.queue.results")
     String resultsQueue;
     @PropertyInject("llmbatch.queue.tasks-dlq")
@@ -139,7 +143,7 @@ public class WorkerConfiguration implements CamelConfiguration {
                 backends.totalSlots(), balance, backends.describe());
         String gpu = Gpu.describe(gpuDescription);
         Worker worker = new Worker(prompt, system, publisher, resultsQueue, tasksDeadLetterQueue, companyField, node.host(), gpu,
-                maxPromptChars, model);
+                maxPromptChars, model, defaultJob);
         registry.bind("worker", worker);
         int gpuCount = gpus.isBlank() ? Gpu.count(gpu) : Integer.parseInt(gpus.trim());
         String concurrency = camelContext.resolvePropertyPlaceholders("{{llmbatch.worker.concurrency}}");

@@ -1,4 +1,4 @@
-package io.llmbatch.worker;
+package io.llmbatch.jobs;
 
 import java.nio.file.Path;
 

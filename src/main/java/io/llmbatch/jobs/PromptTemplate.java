@@ -1,4 +1,4 @@
-package io.llmbatch.worker;
+package io.llmbatch.jobs;
 
 import java.io.IOException;
 import java.nio.charset.StandardCharsets;
@@ -35,7 +35,7 @@ public class PromptTemplate {
         this(path, "llmbatch.worker.prompt");
     }
 
-    PromptTemplate(Path path, String setting) {
+    public PromptTemplate(Path path, String setting) {
         this.path = path;
         this.setting = setting;
     }
