@@ -1,5 +1,6 @@
 package io.llmbatch.collector;
 
+import io.llmbatch.mongo.WriteConcerns;
 import java.nio.file.Path;
 import java.util.Map;
 import java.util.concurrent.Executors;
@@ -26,7 +27,7 @@ import org.slf4j.LoggerFactory;
 import io.llmbatch.Roles;
 import io.llmbatch.Urls;
 import io.llmbatch.Wiring;
-import io.llmbatch.embedded.Embedded;
+import io.llmbatch.mongo.MongoConfiguration;
 import io.llmbatch.ops.HealthChecks;
 import io.llmbatch.ops.StatusReporter;
 import io.llmbatch.rabbit.BrokerConfiguration;
@@ -62,14 +63,9 @@ public class CollectorConfiguration implements CamelConfiguration {
         }
         Registry registry = camelContext.getRegistry();
         ConfirmingPublisher publisher = registry.lookupByNameAndType(BrokerConfiguration.PUBLISHER, ConfirmingPublisher.class);
-        // resolved here, not injected: a process without the collector role needs no MongoDB setting (prod profile)
-        // (strict: in the prod profile a missing MONGODB_URI stops the start, it never falls back to embedded)
-        String uri = camelContext.resolvePropertyPlaceholders("{{llmbatch.mongodb.uri}}");
-        if (Embedded.EMBEDDED.equals(uri.trim())) {
-            uri = Wiring.embedded(camelContext, Embedded.mongo(Path.of(embeddedDataDir), embeddedMongoPort));
-        }
-        ConnectionString connection = new ConnectionString(uri);
-        WriteConcerns.Chosen writeConcern = WriteConcerns.choose(writeConcernSetting, connection);
+        MongoConfiguration.Mongo connection = MongoConfiguration.of(camelContext);
+        String uri = connection.uri();
+        WriteConcerns.Chosen writeConcern = connection.writeConcern();
         // index work at start and whenever MongoDB becomes writable again (a restore, a new primary), never in a write;
         // on its own thread: the listener runs on the driver's monitor thread, which must not wait for MongoDB
         ScheduledExecutorService indexWork = Executors.newSingleThreadScheduledExecutor(r -> {
@@ -79,16 +75,8 @@ public class CollectorConfiguration implements CamelConfiguration {
         });
         Wiring.stopWith(camelContext, indexWork::shutdownNow);
         AtomicReference<Runnable> checkIndexes = new AtomicReference<>(() -> { });
-        MongoClient mongo = MongoClients.create(mongoSettings(uri, new ClusterListener() {
-            @Override
-            public void clusterDescriptionChanged(ClusterDescriptionChangedEvent event) {
-                if (event.getNewDescription().hasWritableServer() && !event.getPreviousDescription().hasWritableServer()) {
-                    indexWork.execute(checkIndexes.get());
-                }
-            }
-        }));
-        Wiring.stopWith(camelContext, mongo::close);
-        registry.bind("mongoClient", mongo);
+        connection.onWritable(() -> indexWork.execute(checkIndexes.get()));
+        MongoClient mongo = connection.client();
         MongoCollection<Document> results = mongo.getDatabase(database).getCollection(collection)
                 .withWriteConcern(writeConcern.writeConcern());
         CollectionIndexes indexes = new CollectionIndexes(results);
@@ -138,23 +126,5 @@ public class CollectorConfiguration implements CamelConfiguration {
                 .with("collector", () -> Map.of("stored", collector.stored(), "documents", collector.documents()));
         LOG.info("Collector: MongoDB at {}, {}.{}, write concern {}", Urls.mask(uri), database, collection, writeConcern.describe());
         publisher.declare(resultsDeadLetterQueue, false);
-    }
-
-    /**
-     * The URI's settings, with bounds where it sets none: the driver's default read timeout is infinite, so a
-     * server that accepts a request and never answers (restarting, a dropped network path) would hang the
-     * collector's write forever instead of failing it into a retry.
-     */
-    static MongoClientSettings mongoSettings(String uri, ClusterListener listener) {
-        ConnectionString cs = new ConnectionString(uri);
-        return MongoClientSettings.builder().applyConnectionString(cs)
-                .applyToClusterSettings(cluster -> cluster.addClusterListener(listener)).applyToSocketSettings(socket -> {
-            if (cs.getConnectTimeout() == null) {
-                socket.connectTimeout(10, TimeUnit.SECONDS);
-            }
-            if (cs.getSocketTimeout() == null) {
-                socket.readTimeout(60, TimeUnit.SECONDS);
-            }
-        }).build();
     }
 }

@@ -1,4 +1,4 @@
-package io.llmbatch.collector;
+package io.llmbatch.mongo;
 
 import java.util.Locale;
 import java.util.concurrent.TimeUnit;
@@ -14,19 +14,19 @@ import com.mongodb.WriteConcern;
  * ({@code w}, {@code journal} or {@code wtimeoutMS}) the URI wins: it is the deployment's own word, shared by every
  * tool that connects with it.
  */
-final class WriteConcerns {
+public final class WriteConcerns {
 
     private WriteConcerns() {
     }
 
     /** The write concern in force and where it came from, for the start-up log line. */
-    record Chosen(WriteConcern writeConcern, String source) {
-        String describe() {
+    public record Chosen(WriteConcern writeConcern, String source) {
+        public String describe() {
             return WriteConcerns.describe(writeConcern) + " (" + source + ")";
         }
     }
 
-    static Chosen choose(String setting, ConnectionString uri) {
+    public static Chosen choose(String setting, ConnectionString uri) {
         WriteConcern fromUri = uri.getWriteConcern();
         if (fromUri != null && !fromUri.isServerDefault()) {
             return new Chosen(fromUri, "from the MongoDB URI");
@@ -34,7 +34,7 @@ final class WriteConcerns {
         return new Chosen(parse(setting), "llmbatch.mongodb.write-concern");
     }
 
-    static WriteConcern parse(String setting) {
+    public static WriteConcern parse(String setting) {
         String w = null;
         Boolean journal = null;
         Long wtimeout = null;
@@ -88,7 +88,7 @@ final class WriteConcerns {
         return wc;
     }
 
-    static String describe(WriteConcern wc) {
+    public static String describe(WriteConcern wc) {
         Integer timeout = wc.getWTimeout(TimeUnit.MILLISECONDS);
         return "w=" + (wc.getWObject() == null ? "default" : wc.getWObject()) + ",j=" + Boolean.TRUE.equals(wc.getJournal())
                + (timeout == null ? "" : ",wtimeout=" + timeout);

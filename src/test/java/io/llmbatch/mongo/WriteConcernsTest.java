@@ -1,4 +1,4 @@
-package io.llmbatch.collector;
+package io.llmbatch.mongo;
 
 import java.util.concurrent.TimeUnit;
 
