@@ -54,6 +54,7 @@ public class Worker {
     private final String model;
     private final SystemPrompt system;
     private final String defaultJob;
+    private volatile double gpusPerSlot = 1;
     private final java.util.concurrent.atomic.AtomicLong completed = new java.util.concurrent.atomic.AtomicLong();
 
     public Worker(PromptTemplate prompt, SystemPrompt system, ConfirmingPublisher publisher, String resultsQueue,
@@ -168,12 +169,18 @@ public class Worker {
         }
         result.put(rendered ? String.valueOf(jobHeaders.getOrDefault(Jobs.OUTPUT_FIELD, "output")) : "intro", completion.text());
         result.put("spends", BigDecimal.valueOf(completion.seconds()).setScale(3, RoundingMode.HALF_UP));
+        result.put("gpu_seconds", BigDecimal.valueOf(completion.seconds() * gpusPerSlot).setScale(3, RoundingMode.HALF_UP));
         result.set("task", task);
         result.put("model_name", rendered && jobHeaders.get(Jobs.MODEL) != null ? jobHeaders.get(Jobs.MODEL).toString() : model);
         if (rendered) {
             result.put("job", String.valueOf(jobHeaders.get(Jobs.JOB)));
             result.put("prompt_version", String.valueOf(jobHeaders.get(Jobs.PROMPT_VERSION)));
             result.put("request_hash", String.valueOf(jobHeaders.get(Jobs.REQUEST_HASH)));
+        } else { // the seed's job, its prompt made here from this worker's template
+            result.put("job", defaultJob);
+            String systemText = system.text();
+            result.put("prompt_version", io.llmbatch.jobs.JobDefinition.sha256(prompt.text() + "\u0000"
+                                                                                 + (systemText == null ? "" : systemText)).substring(0, 12));
         }
         if (completion.servedModel() != null) {
             result.put("served_model", completion.servedModel()); // what the server says it ran
@@ -213,6 +220,15 @@ public class Worker {
         completed.incrementAndGet();
     }
 
+    /**
+     * The GPUs one LLM slot stands for (this worker's GPUs over its slots): a result's {@code gpu_seconds} is its call's
+     * seconds times this, what a job's GPU time and cost add up.
+     */
+    public Worker gpusPerSlot(double share) {
+        this.gpusPerSlot = share;
+        return this;
+    }
+
     /** Results this worker published since it started. */
     public long completed() {
         return completed.get();
@@ -240,6 +256,13 @@ public class Worker {
         String queue = deadLetterQueueOf(job);
         String reason = publisher.deadLetter(queue, exchange, headers);
         LOG.warn("Task {} dead-lettered to {}: {}", exchange.getMessage().getHeader(MESSAGE_ID), queue, reason);
+    }
+
+    /** The job of a task in flight (its job header, else the default job). */
+    public String jobOf(Exchange exchange) {
+        Object headers = exchange.getProperty(TASK_JOB_HEADERS);
+        Object job = headers instanceof Map<?, ?> m ? m.get(Jobs.JOB) : null;
+        return job != null ? job.toString() : defaultJob;
     }
 
     /** The job headers a rendered task carries, copied to its result's message and to its dead letter. */

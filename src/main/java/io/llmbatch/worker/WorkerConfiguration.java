@@ -146,6 +146,7 @@ public class WorkerConfiguration implements CamelConfiguration {
                 maxPromptChars, model, defaultJob);
         registry.bind("worker", worker);
         int gpuCount = gpus.isBlank() ? Gpu.count(gpu) : Integer.parseInt(gpus.trim());
+        worker.gpusPerSlot((double) gpuCount / backends.totalSlots());
         String concurrency = camelContext.resolvePropertyPlaceholders("{{llmbatch.worker.concurrency}}");
         Double price = Progress.price(costPerGpuHour);
         registry.lookupByNameAndType(BrokerConfiguration.STATUS, StatusReporter.class).with("worker", () -> {
@@ -153,6 +154,13 @@ public class WorkerConfiguration implements CamelConfiguration {
             w.put("completed", worker.completed());
             w.put("in_flight", camelContext.getRoutes().stream().filter(r -> r.getRouteId().startsWith("worker-"))
                     .mapToInt(r -> camelContext.getInflightRepository().size(r.getRouteId())).sum());
+            Map<String, Integer> byJob = new java.util.TreeMap<>();
+            camelContext.getInflightRepository().browse().forEach(i -> {
+                if (i.getFromRouteId() != null && i.getFromRouteId().startsWith("worker-")) {
+                    byJob.merge(worker.jobOf(i.getExchange()), 1, Integer::sum);
+                }
+            });
+            w.put("in_flight_by_job", byJob);
             w.put("concurrency", concurrency);
             w.put("gpu", gpu);
             w.put("gpus", gpuCount);
