@@ -156,6 +156,34 @@ public final class Progress extends ServiceSupport {
         latest.put(status.path("host").asText() + "/" + status.path("process").asText(), new Reported(clock.getAsLong(), status));
     }
 
+    /** Tasks in flight per job, as the workers last reported them (sampled: what the workers hold right now). */
+    public Map<String, Long> inFlightByJob() {
+        Map<String, Long> byJob = new HashMap<>();
+        for (Reported r : latest.values()) {
+            r.status().path("worker").path("in_flight_by_job").fields()
+                    .forEachRemaining(e -> byJob.merge(e.getKey(), e.getValue().asLong(), Long::sum));
+        }
+        return byJob;
+    }
+
+    /** The price of a GPU hour the workers report (their mean), else this node's llmbatch.cost.per-gpu-hour; null: none. */
+    public Double pricePerGpuHour() {
+        double sum = 0;
+        int n = 0;
+        for (Reported r : latest.values()) {
+            JsonNode price = r.status().path("worker").path("cost_per_gpu_hour");
+            if (price.isNumber()) {
+                sum += price.asDouble();
+                n++;
+            }
+        }
+        return n > 0 ? sum / n : defaultPricePerGpuHour;
+    }
+
+    public String currency() {
+        return currency;
+    }
+
     /** The body of {@code GET /api/progress}. */
     public Map<String, Object> snapshot() {
         Map<String, Object> answer = new LinkedHashMap<>();
