@@ -15,13 +15,14 @@ if [ ! -f "$DIR/target/llm-batch.jar" ] || [ "$(git -C "$DIR" rev-parse --short 
   (cd "$DIR" && mvn -B -q -o package -DskipTests)
 fi
 [ -f target/llm-batch.jar ] || mvn -B -q package -DskipTests
-echo "| run | version | tasks/s (d) |"
-echo "|---|---|---|"
+echo "| run | version | tasks/s (d) | worker CPU ms per task |"
+echo "|---|---|---|---|"
 for i in $(seq 1 "$RUNS"); do
   for v in baseline current; do
     if [ $v = baseline ]; then app=$DIR; label="$BASE (before)"; else app=.; label="$(git rev-parse --short HEAD) (now)"; fi
-    line=$(APP_DIR=$app bash bench/worker.sh "$N" d | tail -1)
-    rate=$(awk -F'|' '{gsub(/ /,"",$7); print $7}' <<<"$line")
-    echo "| $i | $label | $rate |"
+    out=$(APP_DIR=$app bash bench/worker.sh "$N" d)
+    rate=$(grep '^| (d)' <<<"$out" | awk -F'|' '{gsub(/ /,"",$7); print $7}')
+    cpu=$(grep '^cpu_ms_per_task=' <<<"$out" | cut -d= -f2)
+    echo "| $i | $label | $rate | $cpu |"
   done
 done

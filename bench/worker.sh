@@ -35,6 +35,7 @@ worker() { # balance
   PIDS+=($!); echo $!
 }
 load() { java -cp $JAR bench/WorkerLoad.java "$N" $QT $QR $QD 300; }
+cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; } # the process's user + system CPU, in clock ticks
 stop_all() { cleanup; PIDS=(); sleep 1; }
 warmup() { java -cp $JAR bench/WorkerLoad.java 200 $QT $QR $QD 60 > /dev/null; }
 
@@ -69,9 +70,11 @@ sim 18701 100 4 >/dev/null; sim 18702 100 4 >/dev/null; victim=$(sim 18703 100 4
 row "(c) as (a), one backend killed mid-run" 120 "$(load)"
 stop_all
 fi
-# (d)
+# (d): also the worker's own CPU time per task (from /proc, so other processes on the machine do not count)
 if [[ $SCENARIOS == *d* ]]; then
-sim 18701 0 4 >/dev/null; sim 18702 0 4 >/dev/null; sim 18703 0 4 >/dev/null; worker least-busy >/dev/null; sleep 6; warmup
-row "(d) 3x4 slots, 0 ms (worker overhead)" - "$(load)"
+sim 18701 0 4 >/dev/null; sim 18702 0 4 >/dev/null; sim 18703 0 4 >/dev/null; wpid=$(worker least-busy); sleep 6; warmup
+before=$(cpu "$wpid"); line=$(load); after=$(cpu "$wpid")
+row "(d) 3x4 slots, 0 ms (worker overhead)" - "$line"
+echo "cpu_ms_per_task=$(echo "($after - $before) * 1000 / $(getconf CLK_TCK) / $N" | bc -l | xargs printf '%.3f')"
 stop_all
 fi

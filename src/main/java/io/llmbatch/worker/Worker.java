@@ -178,9 +178,7 @@ public class Worker {
             result.put("request_hash", String.valueOf(jobHeaders.get(Jobs.REQUEST_HASH)));
         } else { // the seed's job, its prompt made here from this worker's template
             result.put("job", defaultJob);
-            String systemText = system.text();
-            result.put("prompt_version", io.llmbatch.jobs.JobDefinition.sha256(prompt.text() + "\u0000"
-                                                                                 + (systemText == null ? "" : systemText)).substring(0, 12));
+            result.put("prompt_version", localPromptVersion());
         }
         if (completion.servedModel() != null) {
             result.put("served_model", completion.servedModel()); // what the server says it ran
@@ -256,6 +254,20 @@ public class Worker {
         String queue = deadLetterQueueOf(job);
         String reason = publisher.deadLetter(queue, exchange, headers);
         LOG.warn("Task {} dead-lettered to {}: {}", exchange.getMessage().getHeader(MESSAGE_ID), queue, reason);
+    }
+
+    private volatile String[] promptVersion = { null, null };
+
+    /** The version of this worker's own template and system prompt (as the ingest node computes a job's), cached per text. */
+    private String localPromptVersion() {
+        String systemText = system.text();
+        String text = prompt.text() + "\u0000" + (systemText == null ? "" : systemText);
+        String[] cached = promptVersion;
+        if (!text.equals(cached[0])) {
+            cached = new String[] { text, io.llmbatch.jobs.JobDefinition.sha256(text).substring(0, 12) };
+            promptVersion = cached;
+        }
+        return cached[1];
     }
 
     /** The job of a task in flight (its job header, else the default job). */
