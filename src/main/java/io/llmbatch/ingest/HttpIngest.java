@@ -77,6 +77,74 @@ public class HttpIngest {
     }
 
     /**
+     * Content types the POST routes take. A browser page can send {@code text/plain}, form and multipart bodies (and a
+     * body without a type) to any site without asking; every other type needs a CORS preflight, which this server
+     * never grants. So requiring one of these keeps web pages out while curl, Python requests and the seed's
+     * producers, which send {@code application/json}, pass.
+     */
+    static final List<String> CONTENT_TYPES = List.of("application/json", "application/x-ndjson", "application/jsonl");
+
+    /** 415 unless the body is declared JSON or NDJSON ({@link #CONTENT_TYPES}, or any {@code application/*+json}). */
+    public void checkContentType(Exchange exchange) {
+        String header = header(exchange, "Content-Type");
+        String type = header == null ? "" : header.split(";", 2)[0].trim().toLowerCase(java.util.Locale.ROOT);
+        if (CONTENT_TYPES.contains(type) || type.startsWith("application/") && type.endsWith("+json")) {
+            return;
+        }
+        throw new IngestException(415, (header == null ? "no Content-Type" : "Content-Type " + header + " is not accepted")
+                                       + ": send the body as " + String.join(", ", CONTENT_TYPES)
+                                       + " (curl: -H 'Content-Type: application/json'; Python: requests.post(url, json=...))");
+    }
+
+    /**
+     * 403 for what a browser marks as coming from another site: an {@code Origin} other than this server's own, or
+     * {@code Sec-Fetch-Site} other than {@code same-origin}/{@code none}. Without a token the node is on loopback only,
+     * so a {@code Host} that is not a loopback name is a page that made its own name resolve to 127.0.0.1 (DNS
+     * rebinding), for which the browser's own checks pass. curl and scripts send none of these headers.
+     */
+    public void refuseCrossSite(Exchange exchange) {
+        String host = authority(exchange);
+        String origin = header(exchange, "Origin");
+        if (origin != null && (host == null || !origin.equalsIgnoreCase("http://" + host))) {
+            throw new IngestException(403, "cross-site request refused: Origin " + origin + " is not this server ("
+                                           + (host == null ? "no Host header" : "http://" + host) + ")");
+        }
+        String site = header(exchange, "Sec-Fetch-Site");
+        if (site != null && !site.equalsIgnoreCase("same-origin") && !site.equalsIgnoreCase("none")) {
+            throw new IngestException(403, "cross-site request refused: Sec-Fetch-Site is " + site
+                                           + " (a web page of another site or origin may not publish tasks)");
+        }
+        if (token == null && host != null && !isLoopbackName(host)) {
+            throw new IngestException(403, "Host " + host + " is not a loopback name: without llmbatch.ingest.token this node "
+                                           + "answers only 127.0.0.1, localhost or [::1] (a page reaching it under its own "
+                                           + "name, by DNS rebinding, is refused)");
+        }
+    }
+
+    private static boolean isLoopbackName(String hostHeader) {
+        String name = hostHeader.startsWith("[") ? hostHeader.substring(0, hostHeader.indexOf(']') + 1)
+                : hostHeader.replaceFirst(":\\d*$", "");
+        return name.equalsIgnoreCase("localhost") || name.equals("[::1]") || name.equals("::1") || name.matches("127(\\.\\d{1,3}){3}");
+    }
+
+    /** The host (and port) the client asked for: the Host header, or HTTP/2's :authority. */
+    private static String authority(Exchange exchange) {
+        if (exchange.getMessage().getBody() instanceof HttpServerRequest request) {
+            return request.authority() == null ? null : request.authority().toString();
+        }
+        return exchange.getMessage().getHeader("Host", String.class);
+    }
+
+    /** A request header, from the Vert.x request when the body has not been read yet, else from the Camel message. */
+    private static String header(Exchange exchange, String name) {
+        Object body = exchange.getMessage().getBody();
+        if (body instanceof HttpServerRequest request) {
+            return request.getHeader(name);
+        }
+        return exchange.getMessage().getHeader(name, String.class);
+    }
+
+    /**
      * Reads the request body (the routes use {@code useBodyHandler=false}, so the body arrives as the paused
      * Vert.x request): whatever its Content-Type, and never more than {@code llmbatch.ingest.max-body} bytes
      * into memory. Runs on a Vert.x worker thread, so waiting here does not block the event loop.
