@@ -38,6 +38,7 @@ import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 import io.llmbatch.rabbit.ConfirmingPublisher;
+import io.llmbatch.rabbit.MessageRefusedException;
 import io.llmbatch.rabbit.OutboundMessage;
 import io.llmbatch.rabbit.PublishException;
 
@@ -55,6 +56,8 @@ public class FileIngest {
     private static final Logger LOG = LoggerFactory.getLogger(FileIngest.class);
     private static final long PROGRESS_EVERY = 100_000;
     private static final long MAX_BACKOFF_MILLIS = 30_000;
+    /** How much of a refused record the rejects file quotes. */
+    private static final int MAX_RAW_CHARS = 10_000;
 
     private final ConfirmingPublisher publisher;
     private final String queue;
@@ -106,6 +109,14 @@ public class FileIngest {
                 try (Records records = open(file.toPath(), name)) {
                     publisher.publish(queue, new TaskMessages(records, name, progress), progress::confirmed);
                     break;
+                } catch (MessageRefusedException e) {
+                    // the broker refused this record for itself (its size over the broker's own limit): reject it and
+                    // go on with the records not yet confirmed; the publisher now refuses such records before sending
+                    OutboundMessage m = e.message();
+                    String body = new String(m.body(), java.nio.charset.StandardCharsets.UTF_8);
+                    progress.reject(new Record(m.position(), lineOf(m), null, e.getMessage(),
+                            body.length() > MAX_RAW_CHARS ? body.substring(0, MAX_RAW_CHARS) + "..." : body));
+                    LOG.warn("Inbox {}: the broker refused line {}: {}; going on with the rest", name, lineOf(m), e.getMessage());
                 } catch (PublishException e) {
                     if (!camelContext.isStarted() || camelContext.isStopping()) {
                         throw new FileIngestException("stopped while the broker was failing: " + e.getMessage(),
@@ -449,11 +460,15 @@ public class FileIngest {
                     continue; // confirmed or rejected before a resume
                 }
                 String problem = r.problem() != null ? r.problem() : Tasks.problem(r.task(), requiredFields);
+                OutboundMessage m = null;
+                if (problem == null) {
+                    m = Tasks.toMessage((ObjectNode) r.task(), "file:" + name + ":" + r.line(), r.position());
+                    problem = Tasks.refusal(publisher, m, r.task());
+                }
                 if (problem != null) {
                     progress.reject(new Record(r.position(), r.line(), null, problem, r.raw()));
                 } else {
-                    next = Tasks.toMessage((ObjectNode) r.task(), "file:" + name + ":" + r.line(),
-                            r.position());
+                    next = m;
                 }
             }
             return next != null;
@@ -468,6 +483,12 @@ public class FileIngest {
             next = null;
             return m;
         }
+    }
+
+    /** The line a message came from, from its {@code x-llmbatch-source} header ({@code file:<name>:<line>}). */
+    private static long lineOf(OutboundMessage m) {
+        String source = String.valueOf(m.headers().get(ConfirmingPublisher.SOURCE_HEADER));
+        return Long.parseLong(source.substring(source.lastIndexOf(':') + 1));
     }
 
     private static String rootMessage(Throwable e) {

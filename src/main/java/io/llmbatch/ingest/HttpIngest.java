@@ -25,6 +25,7 @@ import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 import io.llmbatch.rabbit.ConfirmingPublisher;
+import io.llmbatch.rabbit.MessageRefusedException;
 import io.llmbatch.rabbit.OutboundMessage;
 import io.llmbatch.rabbit.PublishException;
 
@@ -57,8 +58,11 @@ public class HttpIngest {
         this.token = token == null || token.isBlank() ? null : token.getBytes(StandardCharsets.UTF_8);
     }
 
-    /** Messages parsed from one request, all valid, bound for one queue. */
-    public record Batch(String queue, List<OutboundMessage> messages) {
+    /**
+     * Messages parsed from one request, all valid, bound for one queue; {@code where} names a message's place in the
+     * request from its {@link OutboundMessage#position()} ({@code tasks[7]}, {@code line 12}).
+     */
+    public record Batch(String queue, List<OutboundMessage> messages, java.util.function.LongFunction<String> where) {
     }
 
     /** Refuses the request (401) when an ingest token is configured and the caller did not present it. */
@@ -229,11 +233,10 @@ public class HttpIngest {
         if (body[first] == '[') {
             return validate(tasksQueue, readDocument(body), "tasks", requiredFields);
         }
-        Checked checked = new Checked(requiredFields);
+        Checked checked = new Checked(requiredFields, line -> "line " + line);
         try (MappingIterator<JsonNode> it = Tasks.JSON.readerFor(JsonNode.class).readValues(body)) {
             while (it.hasNextValue()) {
-                String where = "line " + it.getParser().currentTokenLocation().getLineNr();
-                checked.add(where, it.nextValue());
+                checked.add(it.getParser().currentTokenLocation().getLineNr(), it.nextValue());
             }
         } catch (IOException e) {
             throw new IngestException(400, Tasks.describe(e));
@@ -241,9 +244,21 @@ public class HttpIngest {
         return checked.toBatch(tasksQueue);
     }
 
-    /** Publishes the batch and waits until the broker confirmed every message. */
+    /**
+     * Publishes the batch and waits until the broker confirmed every message. A message the broker itself refused for
+     * its size (a limit below llmbatch.ingest.max-message-bytes) is the request's fault, not an outage: 400, saying
+     * how many messages before it were stored.
+     */
     public ConfirmingPublisher.Confirmed publish(Batch batch) {
-        return publisher.publish(batch.queue(), batch.messages().iterator(), null);
+        try {
+            return publisher.publish(batch.queue(), batch.messages().iterator(), null);
+        } catch (MessageRefusedException e) {
+            io.llmbatch.ops.Meters.ingested("http", e.confirmed());
+            throw new IngestException(400, "the broker refused " + batch.where().apply(e.message().position()) + "; " + e.confirmed()
+                                           + " message(s) of this request were confirmed before it (sending the request again "
+                                           + "after fixing it is safe: duplicates carry the same message_id)",
+                    List.of(batch.where().apply(e.message().position()) + ": " + e.getMessage()), e.confirmed());
+        }
     }
 
     /** {@code 200 {"queue": q, "published": n}} once every message is confirmed. */
@@ -266,6 +281,10 @@ public class HttpIngest {
             answer.put("error", ie.getMessage());
             if (!ie.details().isEmpty()) {
                 answer.put("details", ie.details());
+            }
+            if (ie.published() != null) {
+                answer.put("queue", exchange.getMessage().getBody(Batch.class) == null ? null : exchange.getMessage().getBody(Batch.class).queue());
+                answer.put("published", ie.published());
             }
         } else if (e instanceof PublishException pe) {
             status = 503;
@@ -304,32 +323,40 @@ public class HttpIngest {
         if (!array.isArray()) {
             throw new IngestException(400, "expected a JSON array of tasks, got " + Tasks.typeOf(array));
         }
-        Checked checked = new Checked(required);
+        Checked checked = new Checked(required, i -> name + "[" + i + "]");
         for (int i = 0; i < array.size(); i++) {
-            checked.add(name + "[" + i + "]", array.get(i));
+            checked.add(i, array.get(i));
         }
         return checked.toBatch(queue);
     }
 
     /** Messages of one request, checked one by one; the request is refused as a whole if any is bad. */
-    private static final class Checked {
+    private final class Checked {
         private final List<String> required;
+        private final java.util.function.LongFunction<String> where;
         private final List<OutboundMessage> messages = new ArrayList<>();
         private final List<String> problems = new ArrayList<>();
         private int bad;
 
-        Checked(List<String> required) {
+        Checked(List<String> required, java.util.function.LongFunction<String> where) {
             this.required = required;
+            this.where = where;
         }
 
-        void add(String where, JsonNode task) {
+        /** One element, at {@code position} in the request (its index, or its line for NDJSON). */
+        void add(long position, JsonNode task) {
             String problem = Tasks.problem(task, required);
+            OutboundMessage message = null;
+            if (problem == null) {
+                message = Tasks.toMessage((ObjectNode) task, "http", position);
+                problem = Tasks.refusal(publisher, message, task);
+            }
             if (problem != null) {
                 if (bad++ < MAX_DETAILS) {
-                    problems.add(where + ": " + problem);
+                    problems.add(where.apply(position) + ": " + problem);
                 }
-            } else if (bad == 0) { // once refused, stop building messages
-                messages.add(Tasks.toMessage((ObjectNode) task, "http", messages.size()));
+            } else if (bad == 0) { // once refused, stop keeping messages
+                messages.add(message);
             }
         }
 
@@ -337,7 +364,7 @@ public class HttpIngest {
             if (bad > 0) {
                 throw new IngestException(400, bad + " invalid message(s), nothing was published", problems);
             }
-            return new Batch(queue, messages);
+            return new Batch(queue, messages, where);
         }
     }
 

@@ -17,6 +17,7 @@ import com.fasterxml.jackson.databind.ObjectReader;
 import com.fasterxml.jackson.databind.cfg.JsonNodeFeature;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 
+import io.llmbatch.rabbit.ConfirmingPublisher;
 import io.llmbatch.rabbit.OutboundMessage;
 
 /** Task JSON: strict parsing, validation and the {@code message_id} rule, shared by every ingest path. */
@@ -83,6 +84,18 @@ public final class Tasks {
             }
         }
         return null;
+    }
+
+    /**
+     * Why the broker cannot take a task's message ({@link ConfirmingPublisher#refusal}), or {@code null}; a message_id
+     * that is too long is named as the task's {@code task_id} when it is one.
+     */
+    public static String refusal(ConfirmingPublisher publisher, OutboundMessage message, JsonNode task) {
+        String refusal = publisher.refusal(message);
+        if (refusal != null && refusal.startsWith("message_id") && task.hasNonNull(TASK_ID)) {
+            return "task_id becomes the AMQP message_id: " + refusal;
+        }
+        return refusal;
     }
 
     /** A checked task as the message to publish (compact JSON, fields in their original order). */

@@ -55,6 +55,8 @@ public class BrokerConfiguration implements CamelConfiguration {
     long confirmTimeout;
     @PropertyInject("llmbatch.ingest.confirm-window")
     int confirmWindow;
+    @PropertyInject("llmbatch.ingest.max-message-bytes")
+    long maxMessageBytes;
     @PropertyInject("llmbatch.queue.tasks")
     String tasksQueue;
     @PropertyInject("llmbatch.queue.results")
@@ -96,7 +98,7 @@ public class BrokerConfiguration implements CamelConfiguration {
         registry.bind("taskQueueArgs", queueArgs.forConsumer(tasksQueue));
         registry.bind("resultQueueArgs", queueArgs.forConsumer(resultsQueue));
         registry.bind(PUBLISHER, new ConfirmingPublisher(template, new RabbitAdmin(connectionFactory), confirmWindow,
-                confirmTimeout, queueArgs));
+                confirmTimeout, queueArgs, maxMessageBytes));
 
         // What escapes a consuming route (every LLM backend down, the broker failing) must go back to the queue.
         // The spring-rabbitmq default with retries off is a recoverer that logs "dropped" and acknowledges: a loss.
