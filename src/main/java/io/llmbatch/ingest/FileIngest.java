@@ -63,14 +63,16 @@ public class FileIngest {
     private final String queue;
     private final List<String> requiredFields;
     private final Charset charset;
+    private final int maxRecordChars;
     private final CamelContext camelContext;
 
     public FileIngest(ConfirmingPublisher publisher, String queue, List<String> requiredFields, Charset charset,
-                      CamelContext camelContext) {
+                      int maxRecordChars, CamelContext camelContext) {
         this.publisher = publisher;
         this.queue = queue;
         this.requiredFields = List.copyOf(requiredFields);
         this.charset = charset;
+        this.maxRecordChars = maxRecordChars;
         this.camelContext = camelContext;
     }
 
@@ -185,7 +187,7 @@ public class FileIngest {
         if (lower.endsWith(".csv")) {
             return new CsvRecords(reader(path));
         } else if (lower.endsWith(".jsonl") || lower.endsWith(".ndjson")) {
-            return new JsonLinesRecords(new BufferedReader(reader(path), 1 << 16));
+            return new JsonLinesRecords(reader(path), maxRecordChars);
         } else if (lower.endsWith(".json")) {
             return new JsonArrayRecords(reader(path));
         }
@@ -208,14 +210,23 @@ public class FileIngest {
         private long position;
         private long nextLine = 2;
 
+        private final RecordGuard guard;
+
         CsvRecords(Reader reader) throws IOException {
             BufferedReader in = new BufferedReader(reader, 1 << 16);
             in.mark(1);
             if (in.read() != '\uFEFF') { // a UTF-8 byte order mark, as spreadsheet exports write, is not part of the header
                 in.reset();
             }
+            this.guard = new RecordGuard(in, () -> "the CSV record starting at line " + nextLine + " is longer than "
+                    + "llmbatch.ingest.max-record-chars (" + maxRecordChars + " characters): most likely a quote (\") opened on "
+                    + "line " + nextLine + " is never closed, which makes the rest of the file one field. A quote decides where a "
+                    + "CSV record ends, so reading cannot resume after it: fix the file and drop it again");
+            nextLine = 1;
             this.parser = CSVFormat.RFC4180.builder().setHeader().setSkipHeaderRecord(true)
-                    .setIgnoreSurroundingSpaces(false).get().parse(in);
+                    .setIgnoreSurroundingSpaces(false).get().parse(guard);
+            nextLine = 2;
+            guard.recordDone();
             this.header = parser.getHeaderNames();
             if (header.isEmpty()) {
                 throw new IOException("empty file: a CSV needs a header row (" + String.join(",", requiredFields) + ", ...)");
@@ -241,6 +252,7 @@ public class FileIngest {
             CSVRecord row = rows.next();
             long line = nextLine;
             nextLine = parser.getCurrentLineNumber() + 1;
+            guard.recordDone();
             String raw = String.join(",", row.values());
             if (row.size() != header.size()) {
                 return new Record(position++, line, null,
@@ -259,26 +271,78 @@ public class FileIngest {
         }
     }
 
+    /**
+     * One task per line. A line longer than {@code maxChars} is not kept: it is read to its newline (or the end of the
+     * file) and discarded, and becomes a rejected record quoting its start, so a line without a newline cannot fill the
+     * heap and the lines after an over-long one are read as usual.
+     */
     private static final class JsonLinesRecords implements Records {
-        private final BufferedReader in;
+        private static final int QUOTED = 200;
+        private final Reader in;
+        private final int maxChars;
+        private final char[] buf = new char[1 << 16];
+        private int pos;
+        private int end;
         private long lineNo;
-        private String pending;
+        private Record pending;
 
-        JsonLinesRecords(BufferedReader in) {
+        JsonLinesRecords(Reader in, int maxChars) {
             this.in = in;
+            this.maxChars = maxChars;
         }
 
         @Override
         public boolean hasNext() {
             try {
                 while (pending == null) {
-                    String line = in.readLine();
-                    if (line == null) {
+                    StringBuilder line = new StringBuilder();
+                    long length = 0;
+                    char last = 0;
+                    boolean eof = true;
+                    while (fill()) {
+                        eof = false;
+                        int nl = pos;
+                        while (nl < end && buf[nl] != '\n') {
+                            nl++;
+                        }
+                        int take = nl - pos;
+                        if (take > 0) {
+                            last = buf[nl - 1];
+                        }
+                        if (length + take <= maxChars + 1L) { // + 1: a CR before the newline is not part of the line
+                            line.append(buf, pos, take);
+                        } else if (line.length() > QUOTED) { // over-long: keep only its start, to quote it
+                            line.setLength(QUOTED);
+                        } else if (line.length() < QUOTED) {
+                            line.append(buf, pos, (int) Math.min(take, QUOTED - line.length()));
+                        }
+                        length += take;
+                        pos = nl;
+                        if (nl < end) { // the newline
+                            pos++;
+                            break;
+                        }
+                    }
+                    if (eof) {
                         return false;
                     }
                     lineNo++;
-                    if (!line.isBlank()) {
-                        pending = line;
+                    if (last == '\r') {
+                        length--;
+                        if (length < line.length()) {
+                            line.setLength((int) length);
+                        }
+                    }
+                    if (length > maxChars) {
+                        pending = new Record(lineNo - 1, lineNo, null, "line of " + length + " characters is longer than "
+                                + "llmbatch.ingest.max-record-chars (" + maxChars + ")", line + "...");
+                    } else if (!line.toString().isBlank()) {
+                        String text = line.toString();
+                        try {
+                            pending = new Record(lineNo - 1, lineNo, Tasks.JSON.readTree(text), null, text);
+                        } catch (IOException e) {
+                            pending = new Record(lineNo - 1, lineNo, null, Tasks.describe(e).replaceFirst(" at line 1,", " at"), text);
+                        }
                     }
                 }
                 return true;
@@ -287,18 +351,28 @@ public class FileIngest {
             }
         }
 
+        /** Whether characters are left (refilling the buffer when it is used up). */
+        private boolean fill() throws IOException {
+            if (pos < end) {
+                return true;
+            }
+            end = in.read(buf, 0, buf.length);
+            pos = 0;
+            if (end <= 0) {
+                end = 0;
+                return false;
+            }
+            return true;
+        }
+
         @Override
         public Record next() {
             if (!hasNext()) {
                 throw new NoSuchElementException();
             }
-            String line = pending;
+            Record r = pending;
             pending = null;
-            try {
-                return new Record(lineNo - 1, lineNo, Tasks.JSON.readTree(line), null, line);
-            } catch (IOException e) {
-                return new Record(lineNo - 1, lineNo, null, Tasks.describe(e).replaceFirst(" at line 1,", " at"), line);
-            }
+            return r;
         }
 
         @Override
@@ -307,13 +381,19 @@ public class FileIngest {
         }
     }
 
-    private static final class JsonArrayRecords implements Records {
+    private final class JsonArrayRecords implements Records {
         private final JsonParser parser;
+        private long elementLine = 1;
         private long position;
         private Boolean more;
 
+        private final RecordGuard guard;
+
         JsonArrayRecords(Reader reader) throws IOException {
-            this.parser = Tasks.JSON.createParser(reader);
+            this.guard = new RecordGuard(reader, () -> "the array element starting at line " + elementLine + " is longer than "
+                    + "llmbatch.ingest.max-record-chars (" + maxRecordChars + " characters); an element cannot be skipped without "
+                    + "reading it, so the file stops here: split such tasks out, or use .jsonl, where an over-long line is only rejected");
+            this.parser = Tasks.JSON.createParser(guard);
             if (parser.nextToken() != JsonToken.START_ARRAY) {
                 throw new IOException("a .json file must hold one JSON array of tasks");
             }
@@ -347,8 +427,10 @@ public class FileIngest {
             }
             more = null;
             long line = parser.currentTokenLocation().getLineNr();
+            elementLine = line;
             try {
                 JsonNode node = Tasks.STREAM.readTree(parser);
+                guard.recordDone();
                 return new Record(position++, line, node, null, node.toString());
             } catch (IOException e) {
                 throw new UncheckedIOException(new IOException(Tasks.describe(e), e));
@@ -358,6 +440,46 @@ public class FileIngest {
         @Override
         public void close() throws IOException {
             parser.close();
+        }
+    }
+
+    /**
+     * Stops a parser that keeps reading one record (a CSV quote never closed, a huge .json element): it counts the
+     * characters handed out since the last {@link #recordDone()} and fails the read once they exceed the record limit
+     * plus the parser's own read-ahead, so a record within the limit always passes and none can take the heap.
+     */
+    private final class RecordGuard extends java.io.FilterReader {
+        /** More than the CSV and JSON parsers read ahead of the record they return (8 KiB buffers). */
+        private static final int READ_AHEAD = 1 << 15;
+        private final java.util.function.Supplier<String> tooLong;
+        private long count;
+        private long recordStart;
+
+        RecordGuard(Reader in, java.util.function.Supplier<String> tooLong) {
+            super(in);
+            this.tooLong = tooLong;
+        }
+
+        void recordDone() {
+            recordStart = count;
+        }
+
+        @Override
+        public int read() throws IOException {
+            char[] one = new char[1];
+            return read(one, 0, 1) < 0 ? -1 : one[0];
+        }
+
+        @Override
+        public int read(char[] cbuf, int off, int len) throws IOException {
+            if (count - recordStart > (long) maxRecordChars + READ_AHEAD) {
+                throw new IOException(tooLong.get());
+            }
+            int n = super.read(cbuf, off, len);
+            if (n > 0) {
+                count += n;
+            }
+            return n;
         }
     }
 

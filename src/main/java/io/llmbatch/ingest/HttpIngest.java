@@ -44,12 +44,22 @@ public class HttpIngest {
     private final Set<String> allowedQueues;
     private final List<String> requiredFields;
     private final long maxBody;
+    /** Request body bytes held across all requests at once, and the most allowed (beyond it: 429). */
+    private final java.util.concurrent.atomic.AtomicLong bytesInFlight = new java.util.concurrent.atomic.AtomicLong();
+    private final long maxBytesInFlight;
+    /** What a 429 tells the client to wait, in seconds: about the time a large request takes to publish. */
+    static final int RETRY_AFTER_SECONDS = 2;
     private final byte[] token;
     /** A client that stops sending mid-body gets 408 after this long. */
     private final long bodyTimeoutMillis = 120_000;
 
     public HttpIngest(ConfirmingPublisher publisher, String tasksQueue, Set<String> allowedQueues,
-                      List<String> requiredFields, long maxBody, String token) {
+                      List<String> requiredFields, long maxBody, long maxBytesInFlight, String token) {
+        if (maxBytesInFlight < maxBody) {
+            throw new IllegalArgumentException("llmbatch.ingest.max-bytes-in-flight (" + maxBytesInFlight + ") is below "
+                                               + "llmbatch.ingest.max-body (" + maxBody + "): a body of the largest size could never be taken");
+        }
+        this.maxBytesInFlight = maxBytesInFlight;
         this.publisher = publisher;
         this.tasksQueue = tasksQueue;
         this.allowedQueues = Set.copyOf(allowedQueues);
@@ -159,15 +169,41 @@ public class HttpIngest {
             return exchange.getMessage().getMandatoryBody(byte[].class);
         }
         String length = request.getHeader("Content-Length");
-        if (length != null && length.matches("\\d{1,18}")) {
-            checkSize(Long.parseLong(length));
+        long declared = length != null && length.matches("\\d{1,18}") ? Long.parseLong(length) : -1;
+        if (declared > maxBody) {
+            discard(request);
+            checkSize(declared);
+        }
+        // the body and what is parsed from it stay in memory until the answer: count it against the budget shared
+        // by all requests, released when the exchange is done; a declared length is refused before anything is read
+        long[] reserved = {0};
+        exchange.getExchangeExtension().addOnCompletion(new org.apache.camel.support.SynchronizationAdapter() {
+            @Override
+            public void onDone(Exchange done) {
+                bytesInFlight.addAndGet(-reserved[0]);
+            }
+        });
+        if (declared >= 0) {
+            if (!reserve(declared)) {
+                discard(request);
+                throw tooManyBytes(declared);
+            }
+            reserved[0] = declared;
         }
         CompletableFuture<Buffer> done = new CompletableFuture<>();
-        Buffer body = Buffer.buffer();
+        Buffer body = declared >= 0 ? Buffer.buffer((int) declared) : Buffer.buffer();
         long[] received = {0};
+        boolean[] overBudget = {false};
         request.handler(chunk -> {
             received[0] += chunk.length();
-            if (received[0] <= maxBody) { // past the limit keep draining, but store nothing more
+            if (declared < 0 && !overBudget[0] && received[0] <= maxBody) { // chunked: reserve as it arrives
+                if (reserve(chunk.length())) {
+                    reserved[0] += chunk.length();
+                } else {
+                    overBudget[0] = true;
+                }
+            }
+            if (received[0] <= maxBody && !overBudget[0]) { // past a limit keep draining, but store nothing more
                 body.appendBuffer(chunk);
             }
         });
@@ -185,7 +221,41 @@ public class HttpIngest {
             throw new IngestException(400, "cannot read the request body: " + e.getCause().getMessage());
         }
         checkSize(received[0]);
+        if (overBudget[0]) {
+            throw tooManyBytes(received[0]);
+        }
         return body.getBytes();
+    }
+
+    /**
+     * Lets a refused body flow by unread while the answer goes out: the bytes are dropped as they arrive. A paused body
+     * would hold the connection (on HTTP/2, which Java's HttpClient negotiates, its unread data uses up the flow-control
+     * window every other request on that connection shares, and they stall). A client that sent
+     * {@code Expect: 100-continue} never gets the 100 and sends nothing.
+     */
+    private static void discard(HttpServerRequest request) {
+        request.handler(chunk -> { });
+        request.exceptionHandler(e -> { });
+        request.resume();
+    }
+
+    /** Takes {@code bytes} from the budget of body bytes in flight across requests; false (nothing taken) when over it. */
+    private boolean reserve(long bytes) {
+        while (true) {
+            long now = bytesInFlight.get();
+            if (now + bytes > maxBytesInFlight) {
+                return false;
+            }
+            if (bytesInFlight.compareAndSet(now, now + bytes)) {
+                return true;
+            }
+        }
+    }
+
+    private IngestException tooManyBytes(long bytes) {
+        return new IngestException(429, "busy: request bodies of " + bytesInFlight.get() + " bytes are being processed and this one of "
+                                        + bytes + " bytes would exceed llmbatch.ingest.max-bytes-in-flight (" + maxBytesInFlight
+                                        + " bytes); send it again after Retry-After seconds");
     }
 
     /** {@code POST /send_workq_message/}: the seed's RabbitAgent payload. */
@@ -302,6 +372,8 @@ public class HttpIngest {
         String json = respond(exchange, status, answer);
         if (status == 401) {
             exchange.getMessage().setHeader("WWW-Authenticate", "Bearer");
+        } else if (status == 429) {
+            exchange.getMessage().setHeader("Retry-After", RETRY_AFTER_SECONDS);
         }
         return json;
     }
