@@ -99,17 +99,47 @@ public class FileIngest {
         }
     }
 
+    /**
+     * The node stops (or the route is stopped) while a file is being published: what was sent is settled, the position
+     * saved, and the file stays in the inbox (the route leaves it there) to resume on the next start.
+     */
+    public static class InboxStoppedException extends RuntimeException {
+        InboxStoppedException(String message) {
+            super(message);
+        }
+    }
+
+    /**
+     * Streams the file onto the tasks queue. Its confirmed position is saved beside it as confirms arrive (every half
+     * confirm window), and a file that has a saved position resumes after it. At most half the confirm window is in
+     * flight, so after a {@code kill -9} at most the confirm window of rows is sent twice: the rows in flight and those
+     * confirmed since the last save.
+     */
     public Counts ingest(Exchange exchange) {
         File file = exchange.getMessage().getBody(File.class);
         String name = file.getName();
         Path rejects = file.toPath().resolveSibling(".done").resolve(name + ".rejects.jsonl");
         long start = System.nanoTime();
-        Progress progress = new Progress(rejects);
+        InboxPosition position;
+        try {
+            position = InboxPosition.of(file.toPath());
+        } catch (IOException e) {
+            throw new FileIngestException("cannot read " + name + ": " + e.getMessage(), 0, e);
+        }
+        int inFlight = Math.max(1, publisher.window() / 2);
+        Progress progress = new Progress(rejects, position, inFlight);
+        InboxPosition.Saved saved = position.load();
+        if (saved != null) {
+            progress.resume(saved);
+            LOG.info("Inbox {}: resuming after record {} ({} task(s) confirmed, {} rejected before it stopped)",
+                    name, saved.doneThrough() + 1, saved.published(), saved.rejected());
+        }
+        java.util.function.BooleanSupplier stopping = stopRequested(exchange);
         long backoff = 1000;
         try {
-            while (true) {
+            while (!progress.stopped) {
                 try (Records records = open(file.toPath(), name)) {
-                    publisher.publish(queue, new TaskMessages(records, name, progress), progress::confirmed);
+                    publisher.publish(queue, new TaskMessages(records, name, progress, stopping), inFlight, progress::confirmed);
                     break;
                 } catch (MessageRefusedException e) {
                     // the broker refused this record for itself (its size over the broker's own limit): reject it and
@@ -120,21 +150,41 @@ public class FileIngest {
                             body.length() > MAX_RAW_CHARS ? body.substring(0, MAX_RAW_CHARS) + "..." : body));
                     LOG.warn("Inbox {}: the broker refused line {}: {}; going on with the rest", name, lineOf(m), e.getMessage());
                 } catch (PublishException e) {
-                    if (!camelContext.isStarted() || camelContext.isStopping()) {
-                        throw new FileIngestException("stopped while the broker was failing: " + e.getMessage(),
-                                progress.published(), e);
+                    if (stopping.getAsBoolean()) {
+                        progress.stopped = true;
+                        break;
                     }
                     LOG.warn("Inbox {}: broker failure after {} confirmed task(s); resuming with the unconfirmed ones in {} s: {}",
                             name, progress.published(), backoff / 1000, e.getMessage());
-                    sleep(backoff);
+                    progress.stopped = !sleep(backoff, stopping);
                     backoff = Math.min(backoff * 2, MAX_BACKOFF_MILLIS);
                 }
             }
+            progress.save();
         } catch (IOException | UncheckedIOException e) {
             throw new FileIngestException("cannot read " + name + ": " + rootMessage(e), progress.published(), e);
         } finally {
             progress.closeRejects();
         }
+        if (progress.stopped) {
+            throw new InboxStoppedException("stopped after " + (progress.doneThrough + 1) + " record(s) (" + progress.published
+                                            + " task(s) confirmed, " + progress.rejected + " rejected): left in the inbox, "
+                                            + "it resumes after them on the next start");
+        }
+        // the saved position goes once the file is in .done/ (this runs after the file component's move)
+        exchange.getExchangeExtension().addOnCompletion(new org.apache.camel.support.SynchronizationAdapter() {
+            @Override
+            public void onComplete(Exchange done) {
+                if (!file.exists()) {
+                    position.delete();
+                }
+            }
+
+            @Override
+            public int getOrder() {
+                return LOWEST;
+            }
+        });
         Counts counts = new Counts(name, progress.read, progress.published, progress.rejected, rejects,
                 (System.nanoTime() - start) / 1_000_000);
         LOG.info("Inbox {}: {}", name, counts);
@@ -164,12 +214,46 @@ public class FileIngest {
         return report.toString();
     }
 
-    private void sleep(long millis) {
+    /**
+     * Moves a file that failed to {@code .failed/} (the report is written beside it) and forgets its position: the
+     * route does this itself rather than with the file endpoint's moveFailed, which would also move a file that was
+     * only stopped.
+     */
+    public void moveToFailed(Exchange exchange) throws IOException {
+        // the body is the report by now: the file is the one the exchange was made for
+        Object consumed = exchange.getProperty(Exchange.FILE_EXCHANGE_FILE, org.apache.camel.component.file.GenericFile.class).getFile();
+        File file = consumed instanceof File f ? f : null;
+        if (file == null || !file.exists()) {
+            return;
+        }
+        Path failed = file.toPath().resolveSibling(".failed");
+        Files.createDirectories(failed);
+        Files.move(file.toPath(), failed.resolve(file.getName()), java.nio.file.StandardCopyOption.REPLACE_EXISTING);
+        Files.deleteIfExists(InboxPosition.pathFor(file.toPath()));
+    }
+
+    /** True once the node or this route is stopping (or suspended): the file then stops where it is. */
+    private java.util.function.BooleanSupplier stopRequested(Exchange exchange) {
+        org.apache.camel.Route route = exchange.getFromRouteId() == null ? null : camelContext.getRoute(exchange.getFromRouteId());
+        org.apache.camel.Consumer consumer = route == null ? null : route.getConsumer();
+        return () -> camelContext.isStopping() || camelContext.isStopped()
+                     || consumer instanceof org.apache.camel.StatefulService s && !s.isStarted();
+    }
+
+    /** Sleeps while the broker is failing; false when a stop came first. */
+    private static boolean sleep(long millis, java.util.function.BooleanSupplier stopping) {
+        long until = System.currentTimeMillis() + millis;
         try {
-            Thread.sleep(millis);
+            while (System.currentTimeMillis() < until) {
+                if (stopping.getAsBoolean()) {
+                    return false;
+                }
+                Thread.sleep(Math.min(100, Math.max(1, until - System.currentTimeMillis())));
+            }
+            return true;
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
-            throw new FileIngestException("interrupted while waiting for the broker", 0, e);
+            return false;
         }
     }
 
@@ -491,16 +575,59 @@ public class FileIngest {
      */
     private static final class Progress {
         final Path rejectsPath;
+        final InboxPosition position;
+        /** Positions done between two saves. */
+        final int saveEvery;
         BufferedWriter rejects;
+        /** Bytes of the rejects file that belong to the records done. */
+        long rejectsBytes;
+        /** A resumed file appends to its rejects file (cut back to the saved length) instead of replacing it. */
+        boolean resumed;
+        boolean stopped;
         long read;
         long rejected;
         long published;
         /** Every position up to this one is done. */
         long doneThrough = -1;
+        long savedThrough = -1;
         final TreeSet<Long> doneBeyond = new TreeSet<>();
 
-        Progress(Path rejectsPath) {
+        Progress(Path rejectsPath, InboxPosition position, int saveEvery) {
             this.rejectsPath = rejectsPath;
+            this.position = position;
+            this.saveEvery = saveEvery;
+        }
+
+        void resume(InboxPosition.Saved saved) {
+            doneThrough = saved.doneThrough();
+            savedThrough = doneThrough;
+            read = doneThrough + 1;
+            published = saved.published();
+            rejected = saved.rejected();
+            rejectsBytes = saved.rejectsBytes();
+            resumed = true;
+            try (var channel = java.nio.channels.FileChannel.open(rejectsPath, StandardOpenOption.WRITE)) {
+                if (channel.size() > rejectsBytes) {
+                    channel.truncate(rejectsBytes); // rejects of records after the saved position are written again
+                }
+            } catch (java.nio.file.NoSuchFileException e) {
+                rejectsBytes = 0;
+            } catch (IOException e) {
+                throw new UncheckedIOException("cannot resume the rejects file " + rejectsPath, e);
+            }
+        }
+
+        /** Saves how far the file got (its rejects written out first, so the saved length is on disk). */
+        void save() {
+            try {
+                if (rejects != null) {
+                    rejects.flush();
+                }
+            } catch (IOException e) {
+                throw new UncheckedIOException("cannot write rejects file " + rejectsPath, e);
+            }
+            position.save(new InboxPosition.Saved(doneThrough, published, rejected, rejectsBytes));
+            savedThrough = doneThrough;
         }
 
         boolean isDone(long position) {
@@ -518,6 +645,9 @@ public class FileIngest {
             while (doneBeyond.remove(doneThrough + 1)) {
                 doneThrough++;
             }
+            if (doneThrough - savedThrough >= saveEvery) {
+                save();
+            }
         }
 
         long published() {
@@ -528,15 +658,16 @@ public class FileIngest {
             try {
                 if (rejects == null) {
                     Files.createDirectories(rejectsPath.getParent());
-                    rejects = Files.newBufferedWriter(rejectsPath, StandardOpenOption.CREATE,
-                            StandardOpenOption.TRUNCATE_EXISTING, StandardOpenOption.WRITE);
+                    rejects = Files.newBufferedWriter(rejectsPath, StandardOpenOption.CREATE, StandardOpenOption.WRITE,
+                            resumed ? StandardOpenOption.APPEND : StandardOpenOption.TRUNCATE_EXISTING);
                 }
                 Map<String, Object> line = new LinkedHashMap<>();
                 line.put("line", r.line());
                 line.put("reason", r.problem());
                 line.put("record", r.raw());
-                rejects.write(Tasks.JSON.writeValueAsString(line));
-                rejects.newLine();
+                String json = Tasks.JSON.writeValueAsString(line) + "\n";
+                rejects.write(json);
+                rejectsBytes += json.getBytes(java.nio.charset.StandardCharsets.UTF_8).length;
                 rejected++;
                 done(r.position());
             } catch (IOException e) {
@@ -560,17 +691,24 @@ public class FileIngest {
         private final Records records;
         private final String name;
         private final Progress progress;
+        private final java.util.function.BooleanSupplier stopping;
         private OutboundMessage next;
 
-        TaskMessages(Records records, String name, Progress progress) {
+        TaskMessages(Records records, String name, Progress progress, java.util.function.BooleanSupplier stopping) {
             this.records = records;
             this.name = name;
             this.progress = progress;
+            this.stopping = stopping;
         }
 
+        /** Ends early when a stop is requested: the publisher then settles what it sent, and the file stops there. */
         @Override
         public boolean hasNext() {
             while (next == null && records.hasNext()) {
+                if (stopping.getAsBoolean()) {
+                    progress.stopped = true;
+                    return false;
+                }
                 Record r = records.next();
                 if (r.position() >= progress.read) {
                     progress.read = r.position() + 1;

@@ -144,6 +144,11 @@ public class ConfirmingPublisher {
         return null;
     }
 
+    /** Unconfirmed messages a publish holds at most (llmbatch.ingest.confirm-window). */
+    public int window() {
+        return window;
+    }
+
     /** The largest message body sent, in bytes: the configured limit, or the broker's when it refused a smaller size. */
     public long maxMessageBytes() {
         return maxMessageBytes;
