@@ -64,7 +64,8 @@ public class E2eBench {
             byte[] payload = Files.readAllBytes(Path.of(payloadFile));
             long t0 = System.nanoTime();
             HttpResponse<String> r = http.send(HttpRequest.newBuilder(URI.create("http://127.0.0.1:18780/send_workq_message/"))
-                    .POST(HttpRequest.BodyPublishers.ofByteArray(payload)).build(), HttpResponse.BodyHandlers.ofString());
+                    .header("Content-Type", "application/json").POST(HttpRequest.BodyPublishers.ofByteArray(payload)).build(),
+                    HttpResponse.BodyHandlers.ofString());
             double postSecs = (System.nanoTime() - t0) / 1e9;
             if (r.statusCode() != 200) {
                 throw new IllegalStateException("POST answered " + r.statusCode() + " " + r.body());

@@ -43,7 +43,7 @@ for run in $(seq 1 "$RUNS"); do
 
   purge $Q_APP
   b=$(curl -s -o "$WORK/answer.json" -w '%{time_total}' -XPOST "http://127.0.0.1:$PORT/send_workq_message/" \
-      --data-binary @"$WORK/payload.json")
+      -H 'Content-Type: application/json' --data-binary @"$WORK/payload.json")
   grep -q "\"published\":$N" "$WORK/answer.json" || { echo "POST answered $(cat "$WORK/answer.json")" >&2; exit 1; }
   [ "$(count $Q_APP)" = "$N" ] || { echo "queue holds $(count $Q_APP), expected $N" >&2; exit 1; }
 

@@ -25,7 +25,7 @@ RABBITMQ_URL=${RABBITMQ_URL:-amqp://guest:guest@127.0.0.1:5672/} java -Xmx512m -
 NODE=$!
 trap 'kill $NODE 2>/dev/null || true; kill $STATUS 2>/dev/null || true' EXIT
 for _ in $(seq 60); do curl -sf -o /dev/null http://127.0.0.1:18882/observe/health/ready && break; sleep 1; done
-curl -sf -XPOST --data-binary @"$WORK/payload.json" http://127.0.0.1:18881/send_workq_message/ > "$WORK/post.json"
+curl -sf -XPOST -H 'Content-Type: application/json' --data-binary @"$WORK/payload.json" http://127.0.0.1:18881/send_workq_message/ > "$WORK/post.json"
 java -jar target/llm-batch.jar status http://127.0.0.1:18881/api/progress > "$WORK/status.txt" 2>&1 &
 STATUS=$!
 python3 - "$N" "$WORK" <<'PY'

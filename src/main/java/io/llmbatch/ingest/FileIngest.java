@@ -38,6 +38,7 @@ import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 import io.llmbatch.rabbit.ConfirmingPublisher;
+import io.llmbatch.rabbit.MessageRefusedException;
 import io.llmbatch.rabbit.OutboundMessage;
 import io.llmbatch.rabbit.PublishException;
 
@@ -55,19 +56,23 @@ public class FileIngest {
     private static final Logger LOG = LoggerFactory.getLogger(FileIngest.class);
     private static final long PROGRESS_EVERY = 100_000;
     private static final long MAX_BACKOFF_MILLIS = 30_000;
+    /** How much of a refused record the rejects file quotes. */
+    private static final int MAX_RAW_CHARS = 10_000;
 
     private final ConfirmingPublisher publisher;
     private final String queue;
     private final List<String> requiredFields;
     private final Charset charset;
+    private final int maxRecordChars;
     private final CamelContext camelContext;
 
     public FileIngest(ConfirmingPublisher publisher, String queue, List<String> requiredFields, Charset charset,
-                      CamelContext camelContext) {
+                      int maxRecordChars, CamelContext camelContext) {
         this.publisher = publisher;
         this.queue = queue;
         this.requiredFields = List.copyOf(requiredFields);
         this.charset = charset;
+        this.maxRecordChars = maxRecordChars;
         this.camelContext = camelContext;
     }
 
@@ -94,34 +99,92 @@ public class FileIngest {
         }
     }
 
+    /**
+     * The node stops (or the route is stopped) while a file is being published: what was sent is settled, the position
+     * saved, and the file stays in the inbox (the route leaves it there) to resume on the next start.
+     */
+    public static class InboxStoppedException extends RuntimeException {
+        InboxStoppedException(String message) {
+            super(message);
+        }
+    }
+
+    /**
+     * Streams the file onto the tasks queue. Its confirmed position is saved beside it as confirms arrive (every half
+     * confirm window), and a file that has a saved position resumes after it. At most half the confirm window is in
+     * flight, so after a {@code kill -9} at most the confirm window of rows is sent twice: the rows in flight and those
+     * confirmed since the last save.
+     */
     public Counts ingest(Exchange exchange) {
         File file = exchange.getMessage().getBody(File.class);
         String name = file.getName();
         Path rejects = file.toPath().resolveSibling(".done").resolve(name + ".rejects.jsonl");
         long start = System.nanoTime();
-        Progress progress = new Progress(rejects);
+        InboxPosition position;
+        try {
+            position = InboxPosition.of(file.toPath());
+        } catch (IOException e) {
+            throw new FileIngestException("cannot read " + name + ": " + e.getMessage(), 0, e);
+        }
+        int inFlight = Math.max(1, publisher.window() / 2);
+        Progress progress = new Progress(rejects, position, inFlight);
+        InboxPosition.Saved saved = position.load();
+        if (saved != null) {
+            progress.resume(saved);
+            LOG.info("Inbox {}: resuming after record {} ({} task(s) confirmed, {} rejected before it stopped)",
+                    name, saved.doneThrough() + 1, saved.published(), saved.rejected());
+        }
+        java.util.function.BooleanSupplier stopping = stopRequested(exchange);
         long backoff = 1000;
         try {
-            while (true) {
+            while (!progress.stopped) {
                 try (Records records = open(file.toPath(), name)) {
-                    publisher.publish(queue, new TaskMessages(records, name, progress), progress::confirmed);
+                    publisher.publish(queue, new TaskMessages(records, name, progress, stopping), inFlight, progress::confirmed);
                     break;
+                } catch (MessageRefusedException e) {
+                    // the broker refused this record for itself (its size over the broker's own limit): reject it and
+                    // go on with the records not yet confirmed; the publisher now refuses such records before sending
+                    OutboundMessage m = e.message();
+                    String body = new String(m.body(), java.nio.charset.StandardCharsets.UTF_8);
+                    progress.reject(new Record(m.position(), lineOf(m), null, e.getMessage(),
+                            body.length() > MAX_RAW_CHARS ? body.substring(0, MAX_RAW_CHARS) + "..." : body));
+                    LOG.warn("Inbox {}: the broker refused line {}: {}; going on with the rest", name, lineOf(m), e.getMessage());
                 } catch (PublishException e) {
-                    if (!camelContext.isStarted() || camelContext.isStopping()) {
-                        throw new FileIngestException("stopped while the broker was failing: " + e.getMessage(),
-                                progress.published(), e);
+                    if (stopping.getAsBoolean()) {
+                        progress.stopped = true;
+                        break;
                     }
                     LOG.warn("Inbox {}: broker failure after {} confirmed task(s); resuming with the unconfirmed ones in {} s: {}",
                             name, progress.published(), backoff / 1000, e.getMessage());
-                    sleep(backoff);
+                    progress.stopped = !sleep(backoff, stopping);
                     backoff = Math.min(backoff * 2, MAX_BACKOFF_MILLIS);
                 }
             }
+            progress.save();
         } catch (IOException | UncheckedIOException e) {
             throw new FileIngestException("cannot read " + name + ": " + rootMessage(e), progress.published(), e);
         } finally {
             progress.closeRejects();
         }
+        if (progress.stopped) {
+            throw new InboxStoppedException("stopped after " + (progress.doneThrough + 1) + " record(s) (" + progress.published
+                                            + " task(s) confirmed, " + progress.rejected + " rejected): left in the inbox, "
+                                            + "it resumes after them on the next start");
+        }
+        // the saved position goes once the file is in .done/ (this runs after the file component's move)
+        exchange.getExchangeExtension().addOnCompletion(new org.apache.camel.support.SynchronizationAdapter() {
+            @Override
+            public void onComplete(Exchange done) {
+                if (!file.exists()) {
+                    position.delete();
+                }
+            }
+
+            @Override
+            public int getOrder() {
+                return LOWEST;
+            }
+        });
         Counts counts = new Counts(name, progress.read, progress.published, progress.rejected, rejects,
                 (System.nanoTime() - start) / 1_000_000);
         LOG.info("Inbox {}: {}", name, counts);
@@ -151,12 +214,46 @@ public class FileIngest {
         return report.toString();
     }
 
-    private void sleep(long millis) {
+    /**
+     * Moves a file that failed to {@code .failed/} (the report is written beside it) and forgets its position: the
+     * route does this itself rather than with the file endpoint's moveFailed, which would also move a file that was
+     * only stopped.
+     */
+    public void moveToFailed(Exchange exchange) throws IOException {
+        // the body is the report by now: the file is the one the exchange was made for
+        Object consumed = exchange.getProperty(Exchange.FILE_EXCHANGE_FILE, org.apache.camel.component.file.GenericFile.class).getFile();
+        File file = consumed instanceof File f ? f : null;
+        if (file == null || !file.exists()) {
+            return;
+        }
+        Path failed = file.toPath().resolveSibling(".failed");
+        Files.createDirectories(failed);
+        Files.move(file.toPath(), failed.resolve(file.getName()), java.nio.file.StandardCopyOption.REPLACE_EXISTING);
+        Files.deleteIfExists(InboxPosition.pathFor(file.toPath()));
+    }
+
+    /** True once the node or this route is stopping (or suspended): the file then stops where it is. */
+    private java.util.function.BooleanSupplier stopRequested(Exchange exchange) {
+        org.apache.camel.Route route = exchange.getFromRouteId() == null ? null : camelContext.getRoute(exchange.getFromRouteId());
+        org.apache.camel.Consumer consumer = route == null ? null : route.getConsumer();
+        return () -> camelContext.isStopping() || camelContext.isStopped()
+                     || consumer instanceof org.apache.camel.StatefulService s && !s.isStarted();
+    }
+
+    /** Sleeps while the broker is failing; false when a stop came first. */
+    private static boolean sleep(long millis, java.util.function.BooleanSupplier stopping) {
+        long until = System.currentTimeMillis() + millis;
         try {
-            Thread.sleep(millis);
+            while (System.currentTimeMillis() < until) {
+                if (stopping.getAsBoolean()) {
+                    return false;
+                }
+                Thread.sleep(Math.min(100, Math.max(1, until - System.currentTimeMillis())));
+            }
+            return true;
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
-            throw new FileIngestException("interrupted while waiting for the broker", 0, e);
+            return false;
         }
     }
 
@@ -174,7 +271,7 @@ public class FileIngest {
         if (lower.endsWith(".csv")) {
             return new CsvRecords(reader(path));
         } else if (lower.endsWith(".jsonl") || lower.endsWith(".ndjson")) {
-            return new JsonLinesRecords(new BufferedReader(reader(path), 1 << 16));
+            return new JsonLinesRecords(reader(path), maxRecordChars);
         } else if (lower.endsWith(".json")) {
             return new JsonArrayRecords(reader(path));
         }
@@ -197,14 +294,23 @@ public class FileIngest {
         private long position;
         private long nextLine = 2;
 
+        private final RecordGuard guard;
+
         CsvRecords(Reader reader) throws IOException {
             BufferedReader in = new BufferedReader(reader, 1 << 16);
             in.mark(1);
             if (in.read() != '\uFEFF') { // a UTF-8 byte order mark, as spreadsheet exports write, is not part of the header
                 in.reset();
             }
+            this.guard = new RecordGuard(in, () -> "the CSV record starting at line " + nextLine + " is longer than "
+                    + "llmbatch.ingest.max-record-chars (" + maxRecordChars + " characters): most likely a quote (\") opened on "
+                    + "line " + nextLine + " is never closed, which makes the rest of the file one field. A quote decides where a "
+                    + "CSV record ends, so reading cannot resume after it: fix the file and drop it again");
+            nextLine = 1;
             this.parser = CSVFormat.RFC4180.builder().setHeader().setSkipHeaderRecord(true)
-                    .setIgnoreSurroundingSpaces(false).get().parse(in);
+                    .setIgnoreSurroundingSpaces(false).get().parse(guard);
+            nextLine = 2;
+            guard.recordDone();
             this.header = parser.getHeaderNames();
             if (header.isEmpty()) {
                 throw new IOException("empty file: a CSV needs a header row (" + String.join(",", requiredFields) + ", ...)");
@@ -230,6 +336,7 @@ public class FileIngest {
             CSVRecord row = rows.next();
             long line = nextLine;
             nextLine = parser.getCurrentLineNumber() + 1;
+            guard.recordDone();
             String raw = String.join(",", row.values());
             if (row.size() != header.size()) {
                 return new Record(position++, line, null,
@@ -248,26 +355,78 @@ public class FileIngest {
         }
     }
 
+    /**
+     * One task per line. A line longer than {@code maxChars} is not kept: it is read to its newline (or the end of the
+     * file) and discarded, and becomes a rejected record quoting its start, so a line without a newline cannot fill the
+     * heap and the lines after an over-long one are read as usual.
+     */
     private static final class JsonLinesRecords implements Records {
-        private final BufferedReader in;
+        private static final int QUOTED = 200;
+        private final Reader in;
+        private final int maxChars;
+        private final char[] buf = new char[1 << 16];
+        private int pos;
+        private int end;
         private long lineNo;
-        private String pending;
+        private Record pending;
 
-        JsonLinesRecords(BufferedReader in) {
+        JsonLinesRecords(Reader in, int maxChars) {
             this.in = in;
+            this.maxChars = maxChars;
         }
 
         @Override
         public boolean hasNext() {
             try {
                 while (pending == null) {
-                    String line = in.readLine();
-                    if (line == null) {
+                    StringBuilder line = new StringBuilder();
+                    long length = 0;
+                    char last = 0;
+                    boolean eof = true;
+                    while (fill()) {
+                        eof = false;
+                        int nl = pos;
+                        while (nl < end && buf[nl] != '\n') {
+                            nl++;
+                        }
+                        int take = nl - pos;
+                        if (take > 0) {
+                            last = buf[nl - 1];
+                        }
+                        if (length + take <= maxChars + 1L) { // + 1: a CR before the newline is not part of the line
+                            line.append(buf, pos, take);
+                        } else if (line.length() > QUOTED) { // over-long: keep only its start, to quote it
+                            line.setLength(QUOTED);
+                        } else if (line.length() < QUOTED) {
+                            line.append(buf, pos, (int) Math.min(take, QUOTED - line.length()));
+                        }
+                        length += take;
+                        pos = nl;
+                        if (nl < end) { // the newline
+                            pos++;
+                            break;
+                        }
+                    }
+                    if (eof) {
                         return false;
                     }
                     lineNo++;
-                    if (!line.isBlank()) {
-                        pending = line;
+                    if (last == '\r') {
+                        length--;
+                        if (length < line.length()) {
+                            line.setLength((int) length);
+                        }
+                    }
+                    if (length > maxChars) {
+                        pending = new Record(lineNo - 1, lineNo, null, "line of " + length + " characters is longer than "
+                                + "llmbatch.ingest.max-record-chars (" + maxChars + ")", line + "...");
+                    } else if (!line.toString().isBlank()) {
+                        String text = line.toString();
+                        try {
+                            pending = new Record(lineNo - 1, lineNo, Tasks.JSON.readTree(text), null, text);
+                        } catch (IOException e) {
+                            pending = new Record(lineNo - 1, lineNo, null, Tasks.describe(e).replaceFirst(" at line 1,", " at"), text);
+                        }
                     }
                 }
                 return true;
@@ -276,18 +435,28 @@ public class FileIngest {
             }
         }
 
+        /** Whether characters are left (refilling the buffer when it is used up). */
+        private boolean fill() throws IOException {
+            if (pos < end) {
+                return true;
+            }
+            end = in.read(buf, 0, buf.length);
+            pos = 0;
+            if (end <= 0) {
+                end = 0;
+                return false;
+            }
+            return true;
+        }
+
         @Override
         public Record next() {
             if (!hasNext()) {
                 throw new NoSuchElementException();
             }
-            String line = pending;
+            Record r = pending;
             pending = null;
-            try {
-                return new Record(lineNo - 1, lineNo, Tasks.JSON.readTree(line), null, line);
-            } catch (IOException e) {
-                return new Record(lineNo - 1, lineNo, null, Tasks.describe(e).replaceFirst(" at line 1,", " at"), line);
-            }
+            return r;
         }
 
         @Override
@@ -296,13 +465,19 @@ public class FileIngest {
         }
     }
 
-    private static final class JsonArrayRecords implements Records {
+    private final class JsonArrayRecords implements Records {
         private final JsonParser parser;
+        private long elementLine = 1;
         private long position;
         private Boolean more;
 
+        private final RecordGuard guard;
+
         JsonArrayRecords(Reader reader) throws IOException {
-            this.parser = Tasks.JSON.createParser(reader);
+            this.guard = new RecordGuard(reader, () -> "the array element starting at line " + elementLine + " is longer than "
+                    + "llmbatch.ingest.max-record-chars (" + maxRecordChars + " characters); an element cannot be skipped without "
+                    + "reading it, so the file stops here: split such tasks out, or use .jsonl, where an over-long line is only rejected");
+            this.parser = Tasks.JSON.createParser(guard);
             if (parser.nextToken() != JsonToken.START_ARRAY) {
                 throw new IOException("a .json file must hold one JSON array of tasks");
             }
@@ -336,8 +511,10 @@ public class FileIngest {
             }
             more = null;
             long line = parser.currentTokenLocation().getLineNr();
+            elementLine = line;
             try {
                 JsonNode node = Tasks.STREAM.readTree(parser);
+                guard.recordDone();
                 return new Record(position++, line, node, null, node.toString());
             } catch (IOException e) {
                 throw new UncheckedIOException(new IOException(Tasks.describe(e), e));
@@ -350,6 +527,46 @@ public class FileIngest {
         }
     }
 
+    /**
+     * Stops a parser that keeps reading one record (a CSV quote never closed, a huge .json element): it counts the
+     * characters handed out since the last {@link #recordDone()} and fails the read once they exceed the record limit
+     * plus the parser's own read-ahead, so a record within the limit always passes and none can take the heap.
+     */
+    private final class RecordGuard extends java.io.FilterReader {
+        /** More than the CSV and JSON parsers read ahead of the record they return (8 KiB buffers). */
+        private static final int READ_AHEAD = 1 << 15;
+        private final java.util.function.Supplier<String> tooLong;
+        private long count;
+        private long recordStart;
+
+        RecordGuard(Reader in, java.util.function.Supplier<String> tooLong) {
+            super(in);
+            this.tooLong = tooLong;
+        }
+
+        void recordDone() {
+            recordStart = count;
+        }
+
+        @Override
+        public int read() throws IOException {
+            char[] one = new char[1];
+            return read(one, 0, 1) < 0 ? -1 : one[0];
+        }
+
+        @Override
+        public int read(char[] cbuf, int off, int len) throws IOException {
+            if (count - recordStart > (long) maxRecordChars + READ_AHEAD) {
+                throw new IOException(tooLong.get());
+            }
+            int n = super.read(cbuf, off, len);
+            if (n > 0) {
+                count += n;
+            }
+            return n;
+        }
+    }
+
     // ---- records to messages ------------------------------------------------------------------------------
 
     /**
@@ -358,16 +575,59 @@ public class FileIngest {
      */
     private static final class Progress {
         final Path rejectsPath;
+        final InboxPosition position;
+        /** Positions done between two saves. */
+        final int saveEvery;
         BufferedWriter rejects;
+        /** Bytes of the rejects file that belong to the records done. */
+        long rejectsBytes;
+        /** A resumed file appends to its rejects file (cut back to the saved length) instead of replacing it. */
+        boolean resumed;
+        boolean stopped;
         long read;
         long rejected;
         long published;
         /** Every position up to this one is done. */
         long doneThrough = -1;
+        long savedThrough = -1;
         final TreeSet<Long> doneBeyond = new TreeSet<>();
 
-        Progress(Path rejectsPath) {
+        Progress(Path rejectsPath, InboxPosition position, int saveEvery) {
             this.rejectsPath = rejectsPath;
+            this.position = position;
+            this.saveEvery = saveEvery;
+        }
+
+        void resume(InboxPosition.Saved saved) {
+            doneThrough = saved.doneThrough();
+            savedThrough = doneThrough;
+            read = doneThrough + 1;
+            published = saved.published();
+            rejected = saved.rejected();
+            rejectsBytes = saved.rejectsBytes();
+            resumed = true;
+            try (var channel = java.nio.channels.FileChannel.open(rejectsPath, StandardOpenOption.WRITE)) {
+                if (channel.size() > rejectsBytes) {
+                    channel.truncate(rejectsBytes); // rejects of records after the saved position are written again
+                }
+            } catch (java.nio.file.NoSuchFileException e) {
+                rejectsBytes = 0;
+            } catch (IOException e) {
+                throw new UncheckedIOException("cannot resume the rejects file " + rejectsPath, e);
+            }
+        }
+
+        /** Saves how far the file got (its rejects written out first, so the saved length is on disk). */
+        void save() {
+            try {
+                if (rejects != null) {
+                    rejects.flush();
+                }
+            } catch (IOException e) {
+                throw new UncheckedIOException("cannot write rejects file " + rejectsPath, e);
+            }
+            position.save(new InboxPosition.Saved(doneThrough, published, rejected, rejectsBytes));
+            savedThrough = doneThrough;
         }
 
         boolean isDone(long position) {
@@ -385,6 +645,9 @@ public class FileIngest {
             while (doneBeyond.remove(doneThrough + 1)) {
                 doneThrough++;
             }
+            if (doneThrough - savedThrough >= saveEvery) {
+                save();
+            }
         }
 
         long published() {
@@ -395,15 +658,16 @@ public class FileIngest {
             try {
                 if (rejects == null) {
                     Files.createDirectories(rejectsPath.getParent());
-                    rejects = Files.newBufferedWriter(rejectsPath, StandardOpenOption.CREATE,
-                            StandardOpenOption.TRUNCATE_EXISTING, StandardOpenOption.WRITE);
+                    rejects = Files.newBufferedWriter(rejectsPath, StandardOpenOption.CREATE, StandardOpenOption.WRITE,
+                            resumed ? StandardOpenOption.APPEND : StandardOpenOption.TRUNCATE_EXISTING);
                 }
                 Map<String, Object> line = new LinkedHashMap<>();
                 line.put("line", r.line());
                 line.put("reason", r.problem());
                 line.put("record", r.raw());
-                rejects.write(Tasks.JSON.writeValueAsString(line));
-                rejects.newLine();
+                String json = Tasks.JSON.writeValueAsString(line) + "\n";
+                rejects.write(json);
+                rejectsBytes += json.getBytes(java.nio.charset.StandardCharsets.UTF_8).length;
                 rejected++;
                 done(r.position());
             } catch (IOException e) {
@@ -427,17 +691,24 @@ public class FileIngest {
         private final Records records;
         private final String name;
         private final Progress progress;
+        private final java.util.function.BooleanSupplier stopping;
         private OutboundMessage next;
 
-        TaskMessages(Records records, String name, Progress progress) {
+        TaskMessages(Records records, String name, Progress progress, java.util.function.BooleanSupplier stopping) {
             this.records = records;
             this.name = name;
             this.progress = progress;
+            this.stopping = stopping;
         }
 
+        /** Ends early when a stop is requested: the publisher then settles what it sent, and the file stops there. */
         @Override
         public boolean hasNext() {
             while (next == null && records.hasNext()) {
+                if (stopping.getAsBoolean()) {
+                    progress.stopped = true;
+                    return false;
+                }
                 Record r = records.next();
                 if (r.position() >= progress.read) {
                     progress.read = r.position() + 1;
@@ -449,11 +720,15 @@ public class FileIngest {
                     continue; // confirmed or rejected before a resume
                 }
                 String problem = r.problem() != null ? r.problem() : Tasks.problem(r.task(), requiredFields);
+                OutboundMessage m = null;
+                if (problem == null) {
+                    m = Tasks.toMessage((ObjectNode) r.task(), "file:" + name + ":" + r.line(), r.position());
+                    problem = Tasks.refusal(publisher, m, r.task());
+                }
                 if (problem != null) {
                     progress.reject(new Record(r.position(), r.line(), null, problem, r.raw()));
                 } else {
-                    next = Tasks.toMessage((ObjectNode) r.task(), "file:" + name + ":" + r.line(),
-                            r.position());
+                    next = m;
                 }
             }
             return next != null;
@@ -468,6 +743,12 @@ public class FileIngest {
             next = null;
             return m;
         }
+    }
+
+    /** The line a message came from, from its {@code x-llmbatch-source} header ({@code file:<name>:<line>}). */
+    private static long lineOf(OutboundMessage m) {
+        String source = String.valueOf(m.headers().get(ConfirmingPublisher.SOURCE_HEADER));
+        return Long.parseLong(source.substring(source.lastIndexOf(':') + 1));
     }
 
     private static String rootMessage(Throwable e) {

@@ -25,6 +25,7 @@ import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 import io.llmbatch.rabbit.ConfirmingPublisher;
+import io.llmbatch.rabbit.MessageRefusedException;
 import io.llmbatch.rabbit.OutboundMessage;
 import io.llmbatch.rabbit.PublishException;
 
@@ -43,12 +44,22 @@ public class HttpIngest {
     private final Set<String> allowedQueues;
     private final List<String> requiredFields;
     private final long maxBody;
+    /** Request body bytes held across all requests at once, and the most allowed (beyond it: 429). */
+    private final java.util.concurrent.atomic.AtomicLong bytesInFlight = new java.util.concurrent.atomic.AtomicLong();
+    private final long maxBytesInFlight;
+    /** What a 429 tells the client to wait, in seconds: about the time a large request takes to publish. */
+    static final int RETRY_AFTER_SECONDS = 2;
     private final byte[] token;
     /** A client that stops sending mid-body gets 408 after this long. */
     private final long bodyTimeoutMillis = 120_000;
 
     public HttpIngest(ConfirmingPublisher publisher, String tasksQueue, Set<String> allowedQueues,
-                      List<String> requiredFields, long maxBody, String token) {
+                      List<String> requiredFields, long maxBody, long maxBytesInFlight, String token) {
+        if (maxBytesInFlight < maxBody) {
+            throw new IllegalArgumentException("llmbatch.ingest.max-bytes-in-flight (" + maxBytesInFlight + ") is below "
+                                               + "llmbatch.ingest.max-body (" + maxBody + "): a body of the largest size could never be taken");
+        }
+        this.maxBytesInFlight = maxBytesInFlight;
         this.publisher = publisher;
         this.tasksQueue = tasksQueue;
         this.allowedQueues = Set.copyOf(allowedQueues);
@@ -57,8 +68,11 @@ public class HttpIngest {
         this.token = token == null || token.isBlank() ? null : token.getBytes(StandardCharsets.UTF_8);
     }
 
-    /** Messages parsed from one request, all valid, bound for one queue. */
-    public record Batch(String queue, List<OutboundMessage> messages) {
+    /**
+     * Messages parsed from one request, all valid, bound for one queue; {@code where} names a message's place in the
+     * request from its {@link OutboundMessage#position()} ({@code tasks[7]}, {@code line 12}).
+     */
+    public record Batch(String queue, List<OutboundMessage> messages, java.util.function.LongFunction<String> where) {
     }
 
     /** Refuses the request (401) when an ingest token is configured and the caller did not present it. */
@@ -77,6 +91,74 @@ public class HttpIngest {
     }
 
     /**
+     * Content types the POST routes take. A browser page can send {@code text/plain}, form and multipart bodies (and a
+     * body without a type) to any site without asking; every other type needs a CORS preflight, which this server
+     * never grants. So requiring one of these keeps web pages out while curl, Python requests and the seed's
+     * producers, which send {@code application/json}, pass.
+     */
+    static final List<String> CONTENT_TYPES = List.of("application/json", "application/x-ndjson", "application/jsonl");
+
+    /** 415 unless the body is declared JSON or NDJSON ({@link #CONTENT_TYPES}, or any {@code application/*+json}). */
+    public void checkContentType(Exchange exchange) {
+        String header = header(exchange, "Content-Type");
+        String type = header == null ? "" : header.split(";", 2)[0].trim().toLowerCase(java.util.Locale.ROOT);
+        if (CONTENT_TYPES.contains(type) || type.startsWith("application/") && type.endsWith("+json")) {
+            return;
+        }
+        throw new IngestException(415, (header == null ? "no Content-Type" : "Content-Type " + header + " is not accepted")
+                                       + ": send the body as " + String.join(", ", CONTENT_TYPES)
+                                       + " (curl: -H 'Content-Type: application/json'; Python: requests.post(url, json=...))");
+    }
+
+    /**
+     * 403 for what a browser marks as coming from another site: an {@code Origin} other than this server's own, or
+     * {@code Sec-Fetch-Site} other than {@code same-origin}/{@code none}. Without a token the node is on loopback only,
+     * so a {@code Host} that is not a loopback name is a page that made its own name resolve to 127.0.0.1 (DNS
+     * rebinding), for which the browser's own checks pass. curl and scripts send none of these headers.
+     */
+    public void refuseCrossSite(Exchange exchange) {
+        String host = authority(exchange);
+        String origin = header(exchange, "Origin");
+        if (origin != null && (host == null || !origin.equalsIgnoreCase("http://" + host))) {
+            throw new IngestException(403, "cross-site request refused: Origin " + origin + " is not this server ("
+                                           + (host == null ? "no Host header" : "http://" + host) + ")");
+        }
+        String site = header(exchange, "Sec-Fetch-Site");
+        if (site != null && !site.equalsIgnoreCase("same-origin") && !site.equalsIgnoreCase("none")) {
+            throw new IngestException(403, "cross-site request refused: Sec-Fetch-Site is " + site
+                                           + " (a web page of another site or origin may not publish tasks)");
+        }
+        if (token == null && host != null && !isLoopbackName(host)) {
+            throw new IngestException(403, "Host " + host + " is not a loopback name: without llmbatch.ingest.token this node "
+                                           + "answers only 127.0.0.1, localhost or [::1] (a page reaching it under its own "
+                                           + "name, by DNS rebinding, is refused)");
+        }
+    }
+
+    private static boolean isLoopbackName(String hostHeader) {
+        String name = hostHeader.startsWith("[") ? hostHeader.substring(0, hostHeader.indexOf(']') + 1)
+                : hostHeader.replaceFirst(":\\d*$", "");
+        return name.equalsIgnoreCase("localhost") || name.equals("[::1]") || name.equals("::1") || name.matches("127(\\.\\d{1,3}){3}");
+    }
+
+    /** The host (and port) the client asked for: the Host header, or HTTP/2's :authority. */
+    private static String authority(Exchange exchange) {
+        if (exchange.getMessage().getBody() instanceof HttpServerRequest request) {
+            return request.authority() == null ? null : request.authority().toString();
+        }
+        return exchange.getMessage().getHeader("Host", String.class);
+    }
+
+    /** A request header, from the Vert.x request when the body has not been read yet, else from the Camel message. */
+    private static String header(Exchange exchange, String name) {
+        Object body = exchange.getMessage().getBody();
+        if (body instanceof HttpServerRequest request) {
+            return request.getHeader(name);
+        }
+        return exchange.getMessage().getHeader(name, String.class);
+    }
+
+    /**
      * Reads the request body (the routes use {@code useBodyHandler=false}, so the body arrives as the paused
      * Vert.x request): whatever its Content-Type, and never more than {@code llmbatch.ingest.max-body} bytes
      * into memory. Runs on a Vert.x worker thread, so waiting here does not block the event loop.
@@ -87,15 +169,41 @@ public class HttpIngest {
             return exchange.getMessage().getMandatoryBody(byte[].class);
         }
         String length = request.getHeader("Content-Length");
-        if (length != null && length.matches("\\d{1,18}")) {
-            checkSize(Long.parseLong(length));
+        long declared = length != null && length.matches("\\d{1,18}") ? Long.parseLong(length) : -1;
+        if (declared > maxBody) {
+            discard(request);
+            checkSize(declared);
+        }
+        // the body and what is parsed from it stay in memory until the answer: count it against the budget shared
+        // by all requests, released when the exchange is done; a declared length is refused before anything is read
+        long[] reserved = {0};
+        exchange.getExchangeExtension().addOnCompletion(new org.apache.camel.support.SynchronizationAdapter() {
+            @Override
+            public void onDone(Exchange done) {
+                bytesInFlight.addAndGet(-reserved[0]);
+            }
+        });
+        if (declared >= 0) {
+            if (!reserve(declared)) {
+                discard(request);
+                throw tooManyBytes(declared);
+            }
+            reserved[0] = declared;
         }
         CompletableFuture<Buffer> done = new CompletableFuture<>();
-        Buffer body = Buffer.buffer();
+        Buffer body = declared >= 0 ? Buffer.buffer((int) declared) : Buffer.buffer();
         long[] received = {0};
+        boolean[] overBudget = {false};
         request.handler(chunk -> {
             received[0] += chunk.length();
-            if (received[0] <= maxBody) { // past the limit keep draining, but store nothing more
+            if (declared < 0 && !overBudget[0] && received[0] <= maxBody) { // chunked: reserve as it arrives
+                if (reserve(chunk.length())) {
+                    reserved[0] += chunk.length();
+                } else {
+                    overBudget[0] = true;
+                }
+            }
+            if (received[0] <= maxBody && !overBudget[0]) { // past a limit keep draining, but store nothing more
                 body.appendBuffer(chunk);
             }
         });
@@ -113,7 +221,41 @@ public class HttpIngest {
             throw new IngestException(400, "cannot read the request body: " + e.getCause().getMessage());
         }
         checkSize(received[0]);
+        if (overBudget[0]) {
+            throw tooManyBytes(received[0]);
+        }
         return body.getBytes();
+    }
+
+    /**
+     * Lets a refused body flow by unread while the answer goes out: the bytes are dropped as they arrive. A paused body
+     * would hold the connection (on HTTP/2, which Java's HttpClient negotiates, its unread data uses up the flow-control
+     * window every other request on that connection shares, and they stall). A client that sent
+     * {@code Expect: 100-continue} never gets the 100 and sends nothing.
+     */
+    private static void discard(HttpServerRequest request) {
+        request.handler(chunk -> { });
+        request.exceptionHandler(e -> { });
+        request.resume();
+    }
+
+    /** Takes {@code bytes} from the budget of body bytes in flight across requests; false (nothing taken) when over it. */
+    private boolean reserve(long bytes) {
+        while (true) {
+            long now = bytesInFlight.get();
+            if (now + bytes > maxBytesInFlight) {
+                return false;
+            }
+            if (bytesInFlight.compareAndSet(now, now + bytes)) {
+                return true;
+            }
+        }
+    }
+
+    private IngestException tooManyBytes(long bytes) {
+        return new IngestException(429, "busy: request bodies of " + bytesInFlight.get() + " bytes are being processed and this one of "
+                                        + bytes + " bytes would exceed llmbatch.ingest.max-bytes-in-flight (" + maxBytesInFlight
+                                        + " bytes); send it again after Retry-After seconds");
     }
 
     /** {@code POST /send_workq_message/}: the seed's RabbitAgent payload. */
@@ -161,11 +303,10 @@ public class HttpIngest {
         if (body[first] == '[') {
             return validate(tasksQueue, readDocument(body), "tasks", requiredFields);
         }
-        Checked checked = new Checked(requiredFields);
+        Checked checked = new Checked(requiredFields, line -> "line " + line);
         try (MappingIterator<JsonNode> it = Tasks.JSON.readerFor(JsonNode.class).readValues(body)) {
             while (it.hasNextValue()) {
-                String where = "line " + it.getParser().currentTokenLocation().getLineNr();
-                checked.add(where, it.nextValue());
+                checked.add(it.getParser().currentTokenLocation().getLineNr(), it.nextValue());
             }
         } catch (IOException e) {
             throw new IngestException(400, Tasks.describe(e));
@@ -173,9 +314,21 @@ public class HttpIngest {
         return checked.toBatch(tasksQueue);
     }
 
-    /** Publishes the batch and waits until the broker confirmed every message. */
+    /**
+     * Publishes the batch and waits until the broker confirmed every message. A message the broker itself refused for
+     * its size (a limit below llmbatch.ingest.max-message-bytes) is the request's fault, not an outage: 400, saying
+     * how many messages before it were stored.
+     */
     public ConfirmingPublisher.Confirmed publish(Batch batch) {
-        return publisher.publish(batch.queue(), batch.messages().iterator(), null);
+        try {
+            return publisher.publish(batch.queue(), batch.messages().iterator(), null);
+        } catch (MessageRefusedException e) {
+            io.llmbatch.ops.Meters.ingested("http", e.confirmed());
+            throw new IngestException(400, "the broker refused " + batch.where().apply(e.message().position()) + "; " + e.confirmed()
+                                           + " message(s) of this request were confirmed before it (sending the request again "
+                                           + "after fixing it is safe: duplicates carry the same message_id)",
+                    List.of(batch.where().apply(e.message().position()) + ": " + e.getMessage()), e.confirmed());
+        }
     }
 
     /** {@code 200 {"queue": q, "published": n}} once every message is confirmed. */
@@ -199,6 +352,10 @@ public class HttpIngest {
             if (!ie.details().isEmpty()) {
                 answer.put("details", ie.details());
             }
+            if (ie.published() != null) {
+                answer.put("queue", exchange.getMessage().getBody(Batch.class) == null ? null : exchange.getMessage().getBody(Batch.class).queue());
+                answer.put("published", ie.published());
+            }
         } else if (e instanceof PublishException pe) {
             status = 503;
             answer.put("error", "broker unavailable: " + pe.getMessage());
@@ -215,6 +372,8 @@ public class HttpIngest {
         String json = respond(exchange, status, answer);
         if (status == 401) {
             exchange.getMessage().setHeader("WWW-Authenticate", "Bearer");
+        } else if (status == 429) {
+            exchange.getMessage().setHeader("Retry-After", RETRY_AFTER_SECONDS);
         }
         return json;
     }
@@ -236,32 +395,40 @@ public class HttpIngest {
         if (!array.isArray()) {
             throw new IngestException(400, "expected a JSON array of tasks, got " + Tasks.typeOf(array));
         }
-        Checked checked = new Checked(required);
+        Checked checked = new Checked(required, i -> name + "[" + i + "]");
         for (int i = 0; i < array.size(); i++) {
-            checked.add(name + "[" + i + "]", array.get(i));
+            checked.add(i, array.get(i));
         }
         return checked.toBatch(queue);
     }
 
     /** Messages of one request, checked one by one; the request is refused as a whole if any is bad. */
-    private static final class Checked {
+    private final class Checked {
         private final List<String> required;
+        private final java.util.function.LongFunction<String> where;
         private final List<OutboundMessage> messages = new ArrayList<>();
         private final List<String> problems = new ArrayList<>();
         private int bad;
 
-        Checked(List<String> required) {
+        Checked(List<String> required, java.util.function.LongFunction<String> where) {
             this.required = required;
+            this.where = where;
         }
 
-        void add(String where, JsonNode task) {
+        /** One element, at {@code position} in the request (its index, or its line for NDJSON). */
+        void add(long position, JsonNode task) {
             String problem = Tasks.problem(task, required);
+            OutboundMessage message = null;
+            if (problem == null) {
+                message = Tasks.toMessage((ObjectNode) task, "http", position);
+                problem = Tasks.refusal(publisher, message, task);
+            }
             if (problem != null) {
                 if (bad++ < MAX_DETAILS) {
-                    problems.add(where + ": " + problem);
+                    problems.add(where.apply(position) + ": " + problem);
                 }
-            } else if (bad == 0) { // once refused, stop building messages
-                messages.add(Tasks.toMessage((ObjectNode) task, "http", messages.size()));
+            } else if (bad == 0) { // once refused, stop keeping messages
+                messages.add(message);
             }
         }
 
@@ -269,7 +436,7 @@ public class HttpIngest {
             if (bad > 0) {
                 throw new IngestException(400, bad + " invalid message(s), nothing was published", problems);
             }
-            return new Batch(queue, messages);
+            return new Batch(queue, messages, where);
         }
     }
 

@@ -42,6 +42,10 @@ public class IngestConfiguration implements CamelConfiguration {
     String requiredFields;
     @PropertyInject("llmbatch.ingest.max-body")
     long maxBody;
+    @PropertyInject("llmbatch.ingest.max-bytes-in-flight")
+    long maxBytesInFlight;
+    @PropertyInject("llmbatch.ingest.max-record-chars")
+    int maxRecordChars;
     @PropertyInject(value = "llmbatch.ingest.token", defaultValue = "")
     String token;
     @PropertyInject("llmbatch.ingest.charset")
@@ -79,7 +83,7 @@ public class IngestConfiguration implements CamelConfiguration {
         camelContext.addService(progress, true, true);
         List<String> required = Wiring.list(requiredFields);
         registry.bind("httpIngest", new HttpIngest(publisher, tasksQueue, new LinkedHashSet<>(Wiring.list(allowedQueues)),
-                required, maxBody, token));
-        registry.bind("fileIngest", new FileIngest(publisher, tasksQueue, required, Charset.forName(charset), camelContext));
+                required, maxBody, maxBytesInFlight, token));
+        registry.bind("fileIngest", new FileIngest(publisher, tasksQueue, required, Charset.forName(charset), maxRecordChars, camelContext));
     }
 }

@@ -2,20 +2,32 @@ package io.llmbatch.ingest;
 
 import java.util.List;
 
-/** Input refused before anything was published; {@link #status()} is the HTTP answer. */
+/** Input refused, as a rule before anything was published ({@link #published()}); {@link #status()} is the HTTP answer. */
 public class IngestException extends RuntimeException {
 
     private final int status;
     private final List<String> details;
+    private final Long published;
 
     public IngestException(int status, String message) {
         this(status, message, List.of());
     }
 
     public IngestException(int status, String message, List<String> details) {
+        this(status, message, details, null);
+    }
+
+    /** Refused after {@code published} messages of the request were stored (the broker refused a later one). */
+    public IngestException(int status, String message, List<String> details, Long published) {
         super(message);
         this.status = status;
         this.details = List.copyOf(details);
+        this.published = published;
+    }
+
+    /** Messages of the request the broker confirmed before the refusal; {@code null} when nothing was published. */
+    public Long published() {
+        return published;
     }
 
     public int status() {

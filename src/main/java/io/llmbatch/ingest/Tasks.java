@@ -17,6 +17,7 @@ import com.fasterxml.jackson.databind.ObjectReader;
 import com.fasterxml.jackson.databind.cfg.JsonNodeFeature;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 
+import io.llmbatch.rabbit.ConfirmingPublisher;
 import io.llmbatch.rabbit.OutboundMessage;
 
 /** Task JSON: strict parsing, validation and the {@code message_id} rule, shared by every ingest path. */
@@ -82,7 +83,76 @@ public final class Tasks {
                 return "required field '" + field + "' is empty";
             }
         }
+        return unstorable(task, "", 1);
+    }
+
+    /**
+     * Deepest nesting of a task, counting the task itself as 1: MongoDB stores at most 100 levels
+     * (BSONDepth::getMaxDepthForUserStorage; empty objects and arrays add none), and the result document the worker
+     * writes holds the task one level down, under {@code task}.
+     */
+    public static final int MAX_TASK_DEPTH = 99;
+
+    /**
+     * What in this value MongoDB could not store once the collector has parsed the result holding it
+     * ({@code org.bson.Document.parse}), or {@code null}: an integer beyond 64 bits (the parse fails), a decimal a
+     * 64-bit double cannot hold (it would turn into Infinity or 0; other decimals round to the nearest double, as in
+     * any JSON reader), a field name with a NUL character (BSON names are C strings), nesting beyond
+     * {@link #MAX_TASK_DEPTH}.
+     */
+    private static String unstorable(JsonNode node, String path, int level) {
+        if (node.isContainerNode()) {
+            if (!node.isEmpty() && level > MAX_TASK_DEPTH) {
+                return "nested more than " + MAX_TASK_DEPTH + " levels deep (at '" + path + "'): MongoDB stores 100 levels and "
+                       + "the result document holds the task one level down, so a task may nest at most " + MAX_TASK_DEPTH;
+            }
+            var fields = node.fields();
+            int i = 0;
+            while (node.isArray() ? i < node.size() : fields.hasNext()) {
+                String childPath;
+                JsonNode child;
+                if (node.isArray()) {
+                    childPath = path + "[" + i + "]";
+                    child = node.get(i++);
+                } else {
+                    var field = fields.next();
+                    if (field.getKey().indexOf('\u0000') >= 0) {
+                        return "field name '" + (path + "." + field.getKey()).replace("\u0000", "\\u0000").substring(path.isEmpty() ? 1 : 0)
+                               + "' has a NUL character, which MongoDB cannot store in a field name";
+                    }
+                    childPath = path.isEmpty() ? field.getKey() : path + "." + field.getKey();
+                    child = field.getValue();
+                }
+                String problem = unstorable(child, childPath, level + 1);
+                if (problem != null) {
+                    return problem;
+                }
+            }
+            return null;
+        }
+        if (node.isIntegralNumber() && !node.canConvertToLong()) {
+            return "field '" + path + "' is " + node.asText() + ", beyond a 64-bit integer: MongoDB cannot store it";
+        }
+        if (node.isFloatingPointNumber()) {
+            double d = node.doubleValue();
+            if (Double.isInfinite(d) || d == 0 && node.decimalValue().signum() != 0) {
+                return "field '" + path + "' is " + node.asText() + ", beyond what MongoDB can store as a 64-bit double (it would "
+                       + "become " + (d == 0 ? "0" : "Infinity") + ")";
+            }
+        }
         return null;
+    }
+
+    /**
+     * Why the broker cannot take a task's message ({@link ConfirmingPublisher#refusal}), or {@code null}; a message_id
+     * that is too long is named as the task's {@code task_id} when it is one.
+     */
+    public static String refusal(ConfirmingPublisher publisher, OutboundMessage message, JsonNode task) {
+        String refusal = publisher.refusal(message);
+        if (refusal != null && refusal.startsWith("message_id") && task.hasNonNull(TASK_ID)) {
+            return "task_id becomes the AMQP message_id: " + refusal;
+        }
+        return refusal;
     }
 
     /** A checked task as the message to publish (compact JSON, fields in their original order). */

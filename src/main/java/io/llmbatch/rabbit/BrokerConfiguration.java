@@ -57,6 +57,8 @@ public class BrokerConfiguration implements CamelConfiguration {
     long confirmTimeout;
     @PropertyInject("llmbatch.ingest.confirm-window")
     int confirmWindow;
+    @PropertyInject("llmbatch.ingest.max-message-bytes")
+    long maxMessageBytes;
     @PropertyInject("llmbatch.queue.tasks")
     String tasksQueue;
     @PropertyInject("llmbatch.queue.results")
@@ -98,7 +100,7 @@ public class BrokerConfiguration implements CamelConfiguration {
         registry.bind("taskQueueArgs", queueArgs.forConsumer(tasksQueue));
         registry.bind("resultQueueArgs", queueArgs.forConsumer(resultsQueue));
         registry.bind(PUBLISHER, new ConfirmingPublisher(template, new RabbitAdmin(connectionFactory), confirmWindow,
-                confirmTimeout, queueArgs));
+                confirmTimeout, queueArgs, maxMessageBytes));
 
         ListenerContainers containers = new ListenerContainers();
         registry.bind(LISTENER_CONTAINERS, containers);

@@ -3,6 +3,7 @@ package io.llmbatch.rabbit;
 import io.llmbatch.ops.Meters;
 import java.util.ArrayDeque;
 import java.util.Iterator;
+import java.util.List;
 import java.util.Map;
 import java.util.Set;
 import java.util.concurrent.ConcurrentHashMap;
@@ -31,6 +32,11 @@ public class ConfirmingPublisher {
 
     /** Header naming where a message came from, so a duplicate can be traced to its source. */
     public static final String SOURCE_HEADER = "x-llmbatch-source";
+    /** AMQP's {@code message_id} is a shortstr: at most 255 bytes. */
+    public static final int MAX_MESSAGE_ID_BYTES = 255;
+    private static final org.slf4j.Logger LOG = org.slf4j.LoggerFactory.getLogger(ConfirmingPublisher.class);
+    private static final java.util.regex.Pattern TOO_LARGE =
+            java.util.regex.Pattern.compile("(?i)message size (?:of )?(\\d+) (?:is larger|greater) than (?:configured max size|allowed maximum of) (\\d+)");
 
     private final RabbitTemplate template;
     private final RabbitAdmin admin;
@@ -38,12 +44,19 @@ public class ConfirmingPublisher {
     private final long confirmTimeoutMillis;
     private final java.util.function.Function<String, Map<String, Object>> queueArguments;
     private final Set<String> declared = ConcurrentHashMap.newKeySet();
+    private final long configuredMaxMessageBytes;
+    private volatile long maxMessageBytes;
 
     public ConfirmingPublisher(RabbitTemplate template, RabbitAdmin admin, int window, long confirmTimeoutMillis,
-                               java.util.function.Function<String, Map<String, Object>> queueArguments) {
+                               java.util.function.Function<String, Map<String, Object>> queueArguments, long maxMessageBytes) {
         if (window < 1) {
             throw new IllegalArgumentException("confirm window must be at least 1, was " + window);
         }
+        if (maxMessageBytes < 1) {
+            throw new IllegalArgumentException("llmbatch.ingest.max-message-bytes must be at least 1, was " + maxMessageBytes);
+        }
+        this.configuredMaxMessageBytes = maxMessageBytes;
+        this.maxMessageBytes = maxMessageBytes;
         this.template = template;
         this.admin = admin;
         this.window = window;
@@ -89,39 +102,100 @@ public class ConfirmingPublisher {
      * Declares {@code queue} (durable, once per process) and publishes every message, holding at most the
      * window unconfirmed.
      *
-     * @param  onConfirmed      told the {@link OutboundMessage#position()} of each message the broker confirmed,
-     *                          once per message, also when the publish fails later; may be {@code null}
-     * @throws PublishException when any message was not confirmed; it says how many were
+     * @param  onConfirmed             told the {@link OutboundMessage#position()} of each message the broker confirmed,
+     *                                 once per message, also when the publish fails later; may be {@code null}
+     * @throws MessageRefusedException at a message the broker cannot take ({@link #refusal}, or refused by the broker
+     *                                 for its size); the messages before it are settled first
+     * @throws PublishException        when any message was not confirmed; it says how many were
      */
     public Confirmed publish(String queue, Iterator<OutboundMessage> messages, PositionListener onConfirmed) {
+        return publish(queue, messages, window, onConfirmed);
+    }
+
+    /** {@link #publish(String, Iterator, PositionListener)} with at most {@code inFlight} (≤ the window) unconfirmed. */
+    public Confirmed publish(String queue, Iterator<OutboundMessage> messages, int inFlight, PositionListener onConfirmed) {
         try {
             declare(queue);
         } catch (RuntimeException e) {
             throw new PublishException(queue, 0, 0, "cannot declare queue '" + queue + "': " + describe(e), e);
         }
-        return template.invoke(ops -> {
-            ArrayDeque<Pending> pending = new ArrayDeque<>(Math.min(window, 4096));
-            long sent = 0;
-            long confirmed = 0;
+        int limit = Math.max(1, Math.min(inFlight, window));
+        return template.invoke(ops -> new Run(ops, queue, limit, onConfirmed).all(messages));
+    }
+
+    /**
+     * Why the broker cannot take this message, or {@code null} when it can: a {@code message_id} over AMQP's 255 bytes
+     * (a shortstr; the client would throw before sending), or a body over {@code llmbatch.ingest.max-message-bytes}
+     * (lowered to the broker's own limit once the broker refused a message for its size). Retrying never helps.
+     */
+    public String refusal(OutboundMessage m) {
+        if (m.messageId() != null) {
+            int idBytes = m.messageId().getBytes(java.nio.charset.StandardCharsets.UTF_8).length;
+            if (idBytes > MAX_MESSAGE_ID_BYTES) {
+                return "message_id of " + idBytes + " bytes (UTF-8) is over AMQP's limit of " + MAX_MESSAGE_ID_BYTES + " bytes";
+            }
+        }
+        long max = maxMessageBytes;
+        if (m.body().length > max) {
+            return "message of " + m.body().length + " bytes is over " + (max < configuredMaxMessageBytes
+                    ? "the broker's limit of " + max + " bytes (its max_message_size, below llmbatch.ingest.max-message-bytes)"
+                    : "llmbatch.ingest.max-message-bytes (" + max + " bytes)");
+        }
+        return null;
+    }
+
+    /** Unconfirmed messages a publish holds at most (llmbatch.ingest.confirm-window). */
+    public int window() {
+        return window;
+    }
+
+    /** The largest message body sent, in bytes: the configured limit, or the broker's when it refused a smaller size. */
+    public long maxMessageBytes() {
+        return maxMessageBytes;
+    }
+
+    /** One publish: the window of messages sent and not yet settled, on one channel. */
+    private final class Run {
+        private final org.springframework.amqp.rabbit.core.RabbitOperations ops;
+        private final String queue;
+        private final int inFlight;
+        private final PositionListener onConfirmed;
+        private final ArrayDeque<Pending> pending;
+        private long sent;
+        private long confirmed;
+        private long seq;
+        /** Sequence number of the first send after the queue was last declared again in this run. */
+        private long redeclaredAt = -1;
+        private int redeclares;
+
+        Run(org.springframework.amqp.rabbit.core.RabbitOperations ops, String queue, int inFlight, PositionListener onConfirmed) {
+            this.ops = ops;
+            this.queue = queue;
+            this.inFlight = inFlight;
+            this.onConfirmed = onConfirmed;
+            this.pending = new ArrayDeque<>(Math.min(inFlight, 4096) + 1);
+        }
+
+        Confirmed all(Iterator<OutboundMessage> messages) {
             try {
                 OutboundMessage m;
-                while ((m = nextOrNull(messages, pending, onConfirmed)) != null) {
-                    CorrelationData correlation = new CorrelationData(Long.toString(sent));
-                    ops.send("", queue, toAmqp(m), correlation);
-                    pending.add(new Pending(correlation, m.position()));
-                    sent++;
-                    if (pending.size() >= window) {
-                        await(queue, pending.poll(), onConfirmed);
-                        confirmed++;
+                while ((m = next(messages)) != null) {
+                    String refusal = refusal(m);
+                    if (refusal != null) {
+                        settleAll();
+                        throw new MessageRefusedException(refusal, m, confirmed, false);
+                    }
+                    send(m, false);
+                    while (pending.size() >= inFlight) {
+                        settle(pending.poll());
                     }
                 }
-                while (!pending.isEmpty()) {
-                    await(queue, pending.poll(), onConfirmed);
-                    confirmed++;
-                }
+                settleAll();
                 return new Confirmed(queue, confirmed);
             } catch (SourceFailure e) {
                 throw (RuntimeException) e.getCause();
+            } catch (MessageRefusedException e) {
+                throw e;
             } catch (RuntimeException e) {
                 // acks that arrived for later messages still count: report every message known to be stored
                 long alsoConfirmed = 0;
@@ -129,7 +203,7 @@ public class ConfirmingPublisher {
                     if (p.isAcked()) {
                         alsoConfirmed++;
                         if (onConfirmed != null) {
-                            onConfirmed.confirmed(p.position);
+                            onConfirmed.confirmed(p.message.position());
                         }
                     }
                 }
@@ -137,28 +211,146 @@ public class ConfirmingPublisher {
                 throw new PublishException(queue, confirmed + alsoConfirmed, sent,
                         describe(e) + " (" + (confirmed + alsoConfirmed) + " of " + sent + " sent messages confirmed)", e);
             }
-        });
+        }
+
+        /**
+         * The next message of the source. When the source itself fails (a file turns out unreadable), the messages
+         * already sent are still settled, so the caller's confirmed count is right, and the source's exception
+         * propagates as it is: it is not a broker failure and must not be retried as one.
+         */
+        private OutboundMessage next(Iterator<OutboundMessage> messages) {
+            try {
+                return messages.hasNext() ? messages.next() : null;
+            } catch (RuntimeException sourceFailure) {
+                try {
+                    settleAll();
+                } catch (RuntimeException e) {
+                    sourceFailure.addSuppressed(e);
+                }
+                throw new SourceFailure(sourceFailure);
+            }
+        }
+
+        private void send(OutboundMessage m, boolean again) {
+            CorrelationData correlation = new CorrelationData(Long.toString(seq));
+            try {
+                ops.send("", queue, toAmqp(m), correlation);
+            } catch (RuntimeException e) {
+                IllegalArgumentException refused = cause(e, IllegalArgumentException.class);
+                if (refused == null) {
+                    throw e;
+                }
+                // the AMQP client refused to encode this message (a field over an AMQP limit): nothing was sent
+                settleAll();
+                throw new MessageRefusedException("the AMQP client refused the message: " + refused.getMessage(), m, confirmed, false);
+            }
+            pending.add(new Pending(correlation, m, seq++, again));
+            if (!again) {
+                sent++;
+            }
+        }
+
+        private void settleAll() {
+            while (!pending.isEmpty()) {
+                settle(pending.poll());
+            }
+        }
+
+        private void settle(Pending p) {
+            CorrelationData.Confirm confirm = await(p.correlation);
+            boolean returned = p.correlation.getReturned() != null;
+            if (returned || !confirm.isAck() && queueMissing()) {
+                // the queue is gone (an operator deleted it): nothing was stored for this message, so declaring the
+                // queue again and sending it once more cannot duplicate it; a message that comes back twice fails
+                if (!p.again && (p.seq >= redeclaredAt ? redeclare() : true)) {
+                    send(p.message, true);
+                    return;
+                }
+                throw new IllegalStateException(returned
+                        ? "broker could not route the message to queue '" + queue + "': " + p.correlation.getReturned().getReplyText()
+                        : "broker refused (nacked) the message: queue '" + queue + "' does not exist");
+            }
+            if (!confirm.isAck()) {
+                MessageRefusedException tooLarge = sizeRefusal(confirm.getReason(), p);
+                if (tooLarge != null) {
+                    throw tooLarge;
+                }
+                throw new IllegalStateException("broker refused (nacked) the message"
+                                                + (confirm.getReason() == null ? "" : ": " + confirm.getReason()));
+            }
+            confirmed++;
+            if (onConfirmed != null) {
+                onConfirmed.confirmed(p.message.position());
+            }
+        }
+
+        /** Declares the queue again (a few times per publish at most); true when it could. */
+        private boolean redeclare() {
+            if (redeclares++ >= 3) {
+                return false;
+            }
+            declared.remove(queue);
+            declare(queue);
+            redeclaredAt = seq;
+            LOG.warn("Queue {} was gone (deleted while this node runs?): declared it again, re-sending the messages that came back", queue);
+            return true;
+        }
+
+        private boolean queueMissing() {
+            try {
+                return admin.getQueueProperties(queue) == null;
+            } catch (RuntimeException e) {
+                return false;
+            }
+        }
+
+        /**
+         * The broker closed the channel over a message's size (RabbitMQ: 406 "message size N is larger than configured
+         * max size M"; Qpid: 311 "Message size of N greater than allowed maximum of M"), which nacks every unconfirmed
+         * message on it. The one it means is refused; from now on every message over M is refused before sending.
+         */
+        private MessageRefusedException sizeRefusal(String reason, Pending p) {
+            java.util.regex.Matcher match = reason == null ? null : TOO_LARGE.matcher(reason);
+            if (match == null || !match.find()) {
+                return null;
+            }
+            long size = Long.parseLong(match.group(1));
+            long brokerMax = Long.parseLong(match.group(2));
+            if (brokerMax < maxMessageBytes) {
+                maxMessageBytes = brokerMax;
+                LOG.warn("The broker refuses messages over {} bytes (its max_message_size), less than llmbatch.ingest.max-message-bytes "
+                         + "({} bytes): larger messages are refused before sending from now on; set the setting to the broker's limit",
+                        brokerMax, configuredMaxMessageBytes);
+            }
+            List<Pending> window = new java.util.ArrayList<>(pending.size() + 1);
+            window.add(p);
+            window.addAll(pending);
+            Pending culprit = window.stream().filter(w -> w.message.body().length == size).findFirst()
+                    .orElseGet(() -> window.stream().max(java.util.Comparator.comparingInt(w -> w.message.body().length)).orElseThrow());
+            // the rest of the window was nacked with it (the channel closed): not stored, the caller sends it again;
+            // confirms that had arrived behind an unconfirmed one still count
+            for (Pending w : pending) {
+                if (w.isAcked()) {
+                    confirmed++;
+                    if (onConfirmed != null) {
+                        onConfirmed.confirmed(w.message.position());
+                    }
+                }
+            }
+            pending.clear();
+            return new MessageRefusedException("the broker refused the message of " + culprit.message.body().length
+                                               + " bytes: its limit is " + brokerMax + " bytes (max_message_size)",
+                    culprit.message, confirmed, true);
+        }
     }
 
-    /**
-     * The next message of the source. When the source itself fails (a file turns out unreadable), the messages
-     * already sent are still awaited, so the caller's confirmed count is right, and the source's exception
-     * propagates as it is: it is not a broker failure and must not be retried as one.
-     */
-    private OutboundMessage nextOrNull(Iterator<OutboundMessage> messages, ArrayDeque<Pending> pending,
-                                       PositionListener onConfirmed) {
-        try {
-            return messages.hasNext() ? messages.next() : null;
-        } catch (RuntimeException sourceFailure) {
-            try {
-                while (!pending.isEmpty()) {
-                    await("", pending.poll(), onConfirmed);
-                }
-            } catch (RuntimeException e) {
-                sourceFailure.addSuppressed(e);
+    private static <T extends Throwable> T cause(Throwable e, Class<T> type) {
+        for (Throwable t = e; t != null; t = t.getCause() == t ? null : t.getCause()) {
+            if (type.isInstance(t)) {
+                return type.cast(t);
             }
-            throw new SourceFailure(sourceFailure);
         }
+        return null;
     }
 
     /** Carries a failure of the message source through the broker-failure handling untouched. */
@@ -198,15 +390,13 @@ public class ConfirmingPublisher {
             if (required) {
                 throw e;
             }
-            org.slf4j.LoggerFactory.getLogger(ConfirmingPublisher.class)
-                    .warn("Cannot declare queue {} yet: {}", queue, describe(e));
+            LOG.warn("Cannot declare queue {} yet: {}", queue, describe(e));
         }
     }
 
-    private void await(String queue, Pending p, PositionListener onConfirmed) {
-        CorrelationData.Confirm confirm;
+    private CorrelationData.Confirm await(CorrelationData correlation) {
         try {
-            confirm = p.correlation.getFuture().get(confirmTimeoutMillis, TimeUnit.MILLISECONDS);
+            return correlation.getFuture().get(confirmTimeoutMillis, TimeUnit.MILLISECONDS);
         } catch (TimeoutException e) {
             throw new IllegalStateException("no publisher confirm from the broker within " + confirmTimeoutMillis + " ms", e);
         } catch (InterruptedException e) {
@@ -214,17 +404,6 @@ public class ConfirmingPublisher {
             throw new IllegalStateException("interrupted while waiting for publisher confirms", e);
         } catch (ExecutionException e) {
             throw new IllegalStateException("publisher confirm failed: " + e.getCause(), e.getCause());
-        }
-        if (p.correlation.getReturned() != null) {
-            throw new IllegalStateException("broker could not route the message to queue '" + queue + "': "
-                                            + p.correlation.getReturned().getReplyText());
-        }
-        if (!confirm.isAck()) {
-            throw new IllegalStateException("broker refused (nacked) the message"
-                                            + (confirm.getReason() == null ? "" : ": " + confirm.getReason()));
-        }
-        if (onConfirmed != null) {
-            onConfirmed.confirmed(p.position);
         }
     }
 
@@ -251,7 +430,8 @@ public class ConfirmingPublisher {
         return msg == null ? e.getClass().getSimpleName() : Urls.mask(msg);
     }
 
-    private record Pending(CorrelationData correlation, long position) {
+    /** A message sent and not yet settled; {@code again} when it is the second send of a message that came back. */
+    private record Pending(CorrelationData correlation, OutboundMessage message, long seq, boolean again) {
         boolean isAcked() {
             var f = correlation.getFuture();
             return f.isDone() && !f.isCompletedExceptionally() && f.join().isAck() && correlation.getReturned() == null;

@@ -110,14 +110,14 @@ class HttpIngestTest {
     }
 
     @Test
-    void api_tasks_accepts_ndjson_with_any_content_type() throws Exception {
+    void api_tasks_accepts_ndjson() throws Exception {
         String ndjson = """
                 {"reg_dt": "2015-03-02", "addr": "a", "ent_table_name": "甲公司"}
 
                 {"reg_dt": "2015-03-03", "addr": "b", "ent_table_name": "乙公司"}
                 {"reg_dt": "2015-03-04", "addr": "c", "ent_table_name": "丙公司"}
                 """;
-        Answer answer = Http.post(PORT, "/api/tasks", ndjson, "Content-Type", "application/x-www-form-urlencoded");
+        Answer answer = Http.post(PORT, "/api/tasks", ndjson, "Content-Type", "application/x-ndjson");
 
         assertThat(answer.status()).isEqualTo(200);
         assertThat(answer.json().get("published").asInt()).isEqualTo(3);

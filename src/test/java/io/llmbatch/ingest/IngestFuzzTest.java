@@ -39,6 +39,8 @@ class IngestFuzzTest {
             + " {\"reg_dt\": \"2016-01-01\", \"addr\": \"上海\", \"ent_table_name\": \"乙公司\", \"task_id\": 7}]}",
             "[{\"reg_dt\": \"2015-03-02\", \"addr\": \"北京\", \"ent_table_name\": \"甲公司\"}, {\"reg_dt\": \"1\", \"addr\": \"a\", \"ent_table_name\": \"b\"}]",
             "{\"reg_dt\": \"2015\", \"addr\": \"a\", \"ent_table_name\": \"x\"}\n{\"reg_dt\": \"2016\", \"addr\": \"b\", \"ent_table_name\": \"y\"}\n" };
+    /** Mostly what producers send; text/plain is what a cross-site page would send (415, nothing published). */
+    static final String[] TYPES = { "application/json", "application/json; charset=utf-8", "application/x-ndjson", "text/plain" };
     static final String[] TOKENS = { "{", "}", "[", "]", ",", ":", "\"", "null", "true", "1e309", "-0", "\\u0000", "\\ud800",
                                      "\"queue\"", "\"message_list\"", "\"task_id\"", "{}", "[]", "\"\"", "\n", " ", "9999999999999999999999" };
 
@@ -51,10 +53,13 @@ class IngestFuzzTest {
             for (int i = 0; i < 10_000; i++) {
                 byte[] body = body(rnd);
                 String path = rnd.nextBoolean() ? "/send_workq_message/" : "/api/tasks";
-                Answer answer = Http.post(PORT, path, body, "Content-Type", rnd.nextBoolean() ? "application/json" : "text/plain");
+                String type = TYPES[rnd.nextInt(TYPES.length)];
+                Answer answer = Http.post(PORT, path, body, "Content-Type", type);
                 statuses[answer.status()]++;
-                assertThat(answer.status()).as("body #%d on %s: %s", i, path, new String(body, StandardCharsets.UTF_8))
-                        .isIn(200, 400, 403, 413);
+                assertThat(answer.status()).as("body #%d on %s as %s: %s", i, path, type, new String(body, StandardCharsets.UTF_8))
+                        .isIn(200, 400, 403, 413, 415);
+                assertThat(answer.status() == 415).as("415 exactly for the types a browser sends cross-site: " + type)
+                        .isEqualTo(type.startsWith("text/"));
                 assertThat(answer.json().isObject()).isTrue();
                 if (answer.status() == 200) {
                     counted += answer.json().get("published").asLong();

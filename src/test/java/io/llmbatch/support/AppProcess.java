@@ -34,14 +34,25 @@ public final class AppProcess implements AutoCloseable {
         return startIn(Path.of("."), name, env, properties);
     }
 
+    /** The jar on the tests' broker with a heap of {@code xmx} (e.g. {@code "128m"}) instead of 256 MB. */
+    public static AppProcess startWithHeap(String xmx, String name, String... properties) throws IOException {
+        String[] all = java.util.Arrays.copyOf(properties, properties.length + 1);
+        all[properties.length] = "llmbatch.rabbitmq.url=" + RabbitMQRequired.URL;
+        return start(Path.of("."), xmx, name, Map.of(), all);
+    }
+
     /** Like {@link #startWithEnvironment}, with {@code workDir} as working directory (its routes/, application.properties). */
     public static AppProcess startIn(Path workDir, String name, Map<String, String> env, String... properties) throws IOException {
+        return start(workDir, "256m", name, env, properties);
+    }
+
+    private static AppProcess start(Path workDir, String xmx, String name, Map<String, String> env, String... properties) throws IOException {
         Path jar = Path.of("target/llm-batch.jar").toAbsolutePath();
         if (!Files.exists(jar)) {
             throw new IllegalStateException("target/llm-batch.jar is missing: run the *IT tests with `mvn verify` (after package)");
         }
         List<String> cmd = new ArrayList<>(List.of(
-                Path.of(System.getProperty("java.home"), "bin", "java").toString(), "-Xmx256m", "-jar", jar.toString()));
+                Path.of(System.getProperty("java.home"), "bin", "java").toString(), "-Xmx" + xmx, "-jar", jar.toString()));
         for (String p : properties) {
             cmd.add("-D" + p);
         }

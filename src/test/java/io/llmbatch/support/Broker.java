@@ -117,6 +117,28 @@ public final class Broker implements AutoCloseable {
         return all;
     }
 
+    /**
+     * Takes (and acknowledges) every message in the queue with a consumer, much faster than {@link #drain} for
+     * hundreds of thousands of messages; their {@code message_id}s in arrival order.
+     */
+    public List<String> drainIds(String queue) throws Exception {
+        List<String> ids = java.util.Collections.synchronizedList(new ArrayList<>());
+        if (count(queue) < 0) {
+            return ids;
+        }
+        try (Channel ch = connection.createChannel()) {
+            ch.basicQos(2000);
+            String tag = ch.basicConsume(queue, true, (consumerTag, m) -> ids.add(m.getProperties().getMessageId()), consumerTag -> { });
+            int seen = -1;
+            while (seen != ids.size() || count(queue) > 0) { // until nothing more arrives and the queue is empty
+                seen = ids.size();
+                Thread.sleep(300);
+            }
+            ch.basicCancel(tag);
+        }
+        return new ArrayList<>(ids);
+    }
+
     @Override
     public void close() throws Exception {
         connection.close();

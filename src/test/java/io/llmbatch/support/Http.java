@@ -26,7 +26,30 @@ public final class Http {
         return post(port, path, body.getBytes(StandardCharsets.UTF_8), headers);
     }
 
+    /**
+     * A POST with {@code Content-Type: application/json} unless the headers name another one, as Python's
+     * {@code requests.post(url, json=...)} and {@code curl -H 'Content-Type: application/json'} send it.
+     */
     public static Answer post(int port, String path, byte[] body, String... headers) throws Exception {
+        boolean typed = false;
+        for (int i = 0; i < headers.length; i += 2) {
+            typed |= headers[i].equalsIgnoreCase("Content-Type");
+        }
+        if (typed) {
+            return send(port, path, body, headers);
+        }
+        String[] all = java.util.Arrays.copyOf(headers, headers.length + 2);
+        all[headers.length] = "Content-Type";
+        all[headers.length + 1] = "application/json";
+        return send(port, path, body, all);
+    }
+
+    /** A POST with no Content-Type header at all (what a browser sends for a Blob without a type). */
+    public static Answer postWithoutContentType(int port, String path, String body, String... headers) throws Exception {
+        return send(port, path, body.getBytes(StandardCharsets.UTF_8), headers);
+    }
+
+    private static Answer send(int port, String path, byte[] body, String... headers) throws Exception {
         HttpRequest.Builder request = HttpRequest.newBuilder(URI.create("http://127.0.0.1:" + port + path))
                 .POST(HttpRequest.BodyPublishers.ofByteArray(body));
         if (headers.length > 0) {
@@ -34,6 +57,16 @@ public final class Http {
         }
         HttpResponse<String> response = CLIENT.send(request.build(), HttpResponse.BodyHandlers.ofString());
         return new Answer(response.statusCode(), JSON.readTree(response.body()));
+    }
+
+    /** The answer's headers too (Retry-After, ...), for a POST with the given headers as they are. */
+    public static HttpResponse<String> exchange(int port, String path, byte[] body, String... headers) throws Exception {
+        HttpRequest.Builder request = HttpRequest.newBuilder(URI.create("http://127.0.0.1:" + port + path))
+                .POST(HttpRequest.BodyPublishers.ofByteArray(body));
+        if (headers.length > 0) {
+            request.headers(headers);
+        }
+        return CLIENT.send(request.build(), HttpResponse.BodyHandlers.ofString());
     }
 
     /** A GET: the status and the body as text (Prometheus text, JSON, ...). */
