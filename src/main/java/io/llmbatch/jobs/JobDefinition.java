@@ -36,17 +36,19 @@ import com.fasterxml.jackson.dataformat.yaml.YAMLFactory;
  * @param outputField    the result field holding the LLM's answer ({@code intro} for the seed)
  * @param collection     the MongoDB collection results go to (in {@code llmbatch.mongodb.database})
  * @param checks         the output checks (JSON as written in the file), or an empty object
+ * @param force          true: every task is sent even when its result is stored from the same request (a job whose
+ *                       answers should differ each time, e.g. sampled at a high temperature); default false
  * @param file           where it was read from
  */
 public record JobDefinition(String name, String description, PromptTemplate prompt, SystemPrompt system, String model,
                             ObjectNode params, List<String> requiredFields, List<String> keyFields, String companyField,
-                            String outputField, String collection, ObjectNode checks, Path file) {
+                            String outputField, String collection, ObjectNode checks, boolean force, Path file) {
 
     static final ObjectMapper YAML = new ObjectMapper(new YAMLFactory());
     static final ObjectMapper JSON = new ObjectMapper();
     private static final Pattern NAME = Pattern.compile("[a-z0-9][a-z0-9_-]{0,62}");
     private static final Set<String> KEYS = Set.of("name", "description", "prompt", "system", "system_file", "model", "params",
-            "required_fields", "key_fields", "company_field", "output_field", "collection", "checks");
+            "required_fields", "key_fields", "company_field", "output_field", "collection", "checks", "force");
     /** MongoDB collection names llm-batch keeps for itself. */
     static final Set<String> RESERVED_COLLECTIONS = Set.of("llmbatch_tasks", "llmbatch_jobs", "fs.files", "fs.chunks");
 
@@ -118,10 +120,15 @@ public record JobDefinition(String name, String description, PromptTemplate prom
         if (checks != null && !checks.isNull() && !checks.isObject()) {
             throw new IllegalArgumentException(file + ": 'checks' is a mapping (min_chars:, max_chars:, ...)");
         }
+        JsonNode force = root.get("force");
+        if (force != null && !force.isNull() && !force.isBoolean()) {
+            throw new IllegalArgumentException(file + ": 'force' is true or false");
+        }
         return new JobDefinition(name, text(root, "description", file), prompt, system, text(root, "model", file),
                 params == null || params.isNull() ? JSON.createObjectNode() : (ObjectNode) params, List.copyOf(required),
                 List.copyOf(key), company, output == null ? "output" : output, collection,
-                checks == null || checks.isNull() ? JSON.createObjectNode() : (ObjectNode) checks, file);
+                checks == null || checks.isNull() ? JSON.createObjectNode() : (ObjectNode) checks,
+                force != null && force.asBoolean(), file);
     }
 
     /**

@@ -41,6 +41,7 @@ public final class JobsApi {
     /** Stored counts seen by earlier status requests, per job: the rate over the last minute. */
     private final Map<String, Deque<long[]>> samples = new ConcurrentHashMap<>();
 
+    /** @param store null: this ingest node has no MongoDB, so status, list and export answer 503 (re-drive still works) */
     public JobsApi(Jobs jobs, JobStore store, RabbitAdmin admin, Progress progress, String tasksDeadLetterQueue, Redrive redrive) {
         this.jobs = jobs;
         this.store = store;
@@ -77,7 +78,7 @@ public final class JobsApi {
 
     /** The whole status of a job (what {@code status --job NAME} draws). */
     public Map<String, Object> status(JobDefinition job) {
-        Map<String, Object> counts = store.counts(job);
+        Map<String, Object> counts = store().counts(job);
         long submitted = (Long) counts.get("submitted");
         long stored = (Long) counts.get("stored");
         long failed = depth(deadLetterQueue(job.name()));
@@ -126,8 +127,8 @@ public final class JobsApi {
         String format = String.valueOf(msg.getHeader("format", "jsonl", String.class)).toLowerCase(java.util.Locale.ROOT);
         boolean bom = Boolean.parseBoolean(msg.getHeader("bom", "false", String.class));
         ResultsExport export = switch (format) {
-            case "jsonl", "ndjson" -> ResultsExport.jsonLines(store.stored(job, 1000));
-            case "csv" -> ResultsExport.csv(job, store.stored(job, 1000), bom);
+            case "jsonl", "ndjson" -> ResultsExport.jsonLines(store().stored(job, 1000));
+            case "csv" -> ResultsExport.csv(job, store().stored(job, 1000), bom);
             default -> throw new IngestException(400, "format must be jsonl or csv, got '" + format + "'");
         };
         msg.getHeaders().clear();
@@ -150,6 +151,14 @@ public final class JobsApi {
         answer.put("left", outcome.left());
         answer.put("not_renderable", outcome.notRenderable());
         return json(exchange, 200, answer);
+    }
+
+    private JobStore store() {
+        if (store == null) {
+            throw new IngestException(503, "job counts and results need MongoDB, and this ingest node has none: set MONGODB_URI "
+                                           + "(llmbatch.mongodb.uri) to the collector's MongoDB");
+        }
+        return store;
     }
 
     private JobDefinition job(Exchange exchange) {

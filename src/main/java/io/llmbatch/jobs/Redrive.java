@@ -44,6 +44,7 @@ public final class Redrive {
     private final JobStore store;
     private final String tasksQueue;
 
+    /** @param store null: no MongoDB on this node (the re-driven tasks are not entered in the ledger) */
     public Redrive(ConnectionFactory connectionFactory, ConfirmingPublisher publisher, Jobs jobs, JobStore store, String tasksQueue) {
         this.connectionFactory = connectionFactory;
         this.publisher = publisher;
@@ -99,7 +100,9 @@ public final class Redrive {
                             : Tasks.messageId((ObjectNode) Tasks.JSON.readTree(d.getBody())), headers, position));
                 }
                 if (!out.isEmpty()) {
-                    store.admit(job, rendered, true);
+                    if (store != null) {
+                        store.admit(job, rendered, true);
+                    }
                     try {
                         publisher.publish(tasksQueue, out.iterator(), position -> ack(ch, tagOfPosition.get(position)));
                         moved += out.size();

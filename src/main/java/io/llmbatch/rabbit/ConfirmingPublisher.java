@@ -327,8 +327,9 @@ public class ConfirmingPublisher {
             window.addAll(pending);
             Pending culprit = window.stream().filter(w -> w.message.body().length == size).findFirst()
                     .orElseGet(() -> window.stream().max(java.util.Comparator.comparingInt(w -> w.message.body().length)).orElseThrow());
-            // the rest of the window was nacked with it (the channel closed): not stored, the caller sends it again;
-            // confirms that had arrived behind an unconfirmed one still count
+            // the rest of the window was nacked with it (the channel closed): the caller sends it again, so a message
+            // the broker had stored but not yet confirmed when it closed the channel is stored twice (at least once,
+            // never lost); confirms that had arrived behind an unconfirmed one still count
             for (Pending w : pending) {
                 if (w.isAcked()) {
                     confirmed++;
