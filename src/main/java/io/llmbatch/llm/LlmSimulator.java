@@ -59,6 +59,11 @@ public final class LlmSimulator implements AutoCloseable {
     private final AtomicLong served = new AtomicLong();
     private final AtomicLong failed = new AtomicLong();
     private final AtomicLong hung = new AtomicLong();
+    // counters for benchmarks: completion requests per prompt (redone calls), and the time slots were held
+    private final Map<String, AtomicLong> requestsByPrompt = new java.util.concurrent.ConcurrentHashMap<>();
+    private long busyNanos;
+    private int busyNow;
+    private long busySince;
 
     private LlmSimulator(int port, long latencyMs, int slots, double failRate, double hangRate) throws IOException {
         this.latencyMs = latencyMs;
@@ -112,6 +117,40 @@ public final class LlmSimulator implements AutoCloseable {
         return hung.get();
     }
 
+    /** Completion requests received per prompt (keyed by a digest of the prompt), answered or not. */
+    public Map<String, Long> requestsPerPrompt() {
+        Map<String, Long> copy = new java.util.HashMap<>();
+        requestsByPrompt.forEach((k, v) -> copy.put(k, v.get()));
+        return copy;
+    }
+
+    /** Slot-milliseconds spent with a request holding a slot, including the requests in progress now. */
+    public synchronized long busyMillis() {
+        return (busyNanos + (busyNow == 0 ? 0 : busyNow * (System.nanoTime() - busySince))) / 1_000_000;
+    }
+
+    private synchronized void busy(int delta) {
+        long now = System.nanoTime();
+        busyNanos += busyNow * (now - busySince);
+        busySince = now;
+        busyNow += delta;
+    }
+
+    /** {@code GET /stats}: the counters, for a simulator running as its own process. */
+    private Map<String, Object> stats() {
+        long requests = requestsByPrompt.values().stream().mapToLong(AtomicLong::get).sum();
+        return Map.of("served", served(), "failed", failed(), "hung", hung(), "requests", requests,
+                "distinct_prompts", requestsByPrompt.size(), "busy_ms", busyMillis());
+    }
+
+    private static String digest(String prompt) {
+        try {
+            return HexFormat.of().formatHex(MessageDigest.getInstance("SHA-256").digest(prompt.getBytes(StandardCharsets.UTF_8)));
+        } catch (Exception e) {
+            throw new IllegalStateException(e);
+        }
+    }
+
     /** The text the simulator answers for a prompt: deterministic, and marked as simulated. */
     public static String textFor(String prompt) {
         String last = prompt.strip();
@@ -132,8 +171,9 @@ public final class LlmSimulator implements AutoCloseable {
     private void handle(HttpExchange ex) throws IOException {
         try (ex) {
             String path = ex.getRequestURI().getPath();
-            if ("GET".equals(ex.getRequestMethod())) { // health probe: the server is up
-                send(ex, 200, "{\"status\":\"ok\",\"simulated\":true}");
+            if ("GET".equals(ex.getRequestMethod())) { // health probe: the server is up; /stats: the counters
+                send(ex, 200, "/stats".equals(path) ? JSON.writeValueAsString(stats())
+                        : "{\"status\":\"ok\",\"simulated\":true}");
                 return;
             }
             boolean openai = path.startsWith("/v1/chat/completions");
@@ -153,7 +193,9 @@ public final class LlmSimulator implements AutoCloseable {
                 send(ex, openai ? 400 : 500, "{\"error\":{\"message\":\"no prompt\"}}");
                 return;
             }
+            requestsByPrompt.computeIfAbsent(digest(prompt), k -> new AtomicLong()).incrementAndGet();
             slots.acquireUninterruptibly();
+            busy(+1);
             try {
                 double dice = ThreadLocalRandom.current().nextDouble();
                 if (dice < hangRate) {
@@ -175,6 +217,7 @@ public final class LlmSimulator implements AutoCloseable {
             } catch (InterruptedException e) {
                 Thread.currentThread().interrupt();
             } finally {
+                busy(-1);
                 slots.release();
             }
         }
