@@ -64,6 +64,11 @@ public final class AppProcess implements AutoCloseable {
         process.destroyForcibly().waitFor();
     }
 
+    /** The process id of the JVM (to find its sockets). */
+    public long pid() {
+        return process.pid();
+    }
+
     public boolean isAlive() {
         return process.isAlive();
     }
