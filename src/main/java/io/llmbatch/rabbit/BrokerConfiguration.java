@@ -12,6 +12,7 @@ import java.util.concurrent.atomic.AtomicInteger;
 import org.apache.camel.CamelConfiguration;
 import org.apache.camel.CamelContext;
 import org.apache.camel.PropertyInject;
+import org.apache.camel.component.springrabbit.SpringRabbitMQComponent;
 import org.apache.camel.spi.Registry;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
@@ -100,8 +101,12 @@ public class BrokerConfiguration implements CamelConfiguration {
 
         // What escapes a consuming route (every LLM backend down, the broker failing) must go back to the queue.
         // The spring-rabbitmq default with retries off is a recoverer that logs "dropped" and acknowledges: a loss.
-        registry.bind("requeueOnFailure", RetryInterceptorBuilder.stateless().maxAttempts(1)
-                .recoverer(new ImmediateRequeueMessageRecoverer()).build());
+        // A delivery whose channel closed meanwhile (connection lost) is already back in the queue: not processed again.
+        registry.bind("requeueOnFailure", DeliveryChannels.skipDeliveriesOfClosedChannels(RetryInterceptorBuilder.stateless()
+                .maxAttempts(1).recoverer(new ImmediateRequeueMessageRecoverer()).build()));
+        // Consumers get the real channels: an acknowledgement after a lost connection must fail, not reach a new channel.
+        camelContext.getComponent("spring-rabbitmq", SpringRabbitMQComponent.class)
+                .setConnectionFactory(DeliveryChannels.forListeners(connectionFactory));
         StatusReporter status = new StatusReporter(connectionFactory, statusInterval, host, these.toString());
         registry.bind(STATUS, status);
         if (these.has(Roles.WORKER) || these.has(Roles.COLLECTOR)) {

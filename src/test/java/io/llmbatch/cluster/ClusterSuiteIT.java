@@ -219,14 +219,39 @@ class ClusterSuiteIT {
                 }
                 default -> throw new IllegalArgumentException(name);
             }
-            await().atMost(Duration.ofMinutes(10)).pollInterval(Duration.ofMillis(500))
-                    .until(() -> docs.estimatedDocumentCount() >= N && amqp.count(tasks) == 0 && amqp.count(results) == 0);
+            // done when every task is stored, or when nothing moved for 30 s with both queues empty (then count what is lost)
+            long[] last = { -1, System.nanoTime() };
+            await().atMost(Duration.ofMinutes(10)).pollInterval(Duration.ofMillis(500)).until(() -> {
+                long n = docs.estimatedDocumentCount();
+                if (n != last[0]) {
+                    last[0] = n;
+                    last[1] = System.nanoTime();
+                }
+                boolean empty = amqp.count(tasks) == 0 && amqp.count(results) == 0;
+                return empty && (n >= N || System.nanoTime() - last[1] > 30_000_000_000L);
+            });
             double seconds = (System.nanoTime() - published) / 1e9;
             Thread.sleep(2_000); // a late duplicate would show now
             long stored = docs.countDocuments();
             Set<String> companies = new HashSet<>();
             docs.find().projection(new Document("company", 1)).forEach(d -> companies.add(d.getString("company")));
             long lost = N - companies.stream().filter(c -> c.startsWith("集群测试公司")).count();
+            if (lost > 0) { // where was it lost: before the LLM (a task) or after it (a result)?
+                io.llmbatch.worker.PromptTemplate prompt = new io.llmbatch.worker.PromptTemplate(Path.of("prompts/company_intro.txt"));
+                Map<String, Long> perPrompt = new java.util.HashMap<>();
+                sims.forEach(sim -> sim.requestsPerPrompt().forEach((k, v) -> perPrompt.merge(k, v, Long::sum)));
+                List<String> lostOnes = new ArrayList<>();
+                for (int i = 0; i < N; i++) {
+                    String company = "集群测试公司" + i;
+                    if (!companies.contains(company)) {
+                        String text = prompt.render(new com.fasterxml.jackson.databind.ObjectMapper().readTree(bodies.get(i)));
+                        String digest = java.util.HexFormat.of().formatHex(java.security.MessageDigest.getInstance("SHA-256")
+                                .digest(text.getBytes(StandardCharsets.UTF_8)));
+                        lostOnes.add(i + "(LLM calls: " + perPrompt.getOrDefault(digest, 0L) + ")");
+                    }
+                }
+                fault.add("LOST: " + String.join(" ", lostOnes));
+            }
             long duplicates = stored - companies.size();
             long dead = Math.max(0, amqp.count(tasks + ".dlq")) + Math.max(0, amqp.count(results + ".dlq"));
             Map<String, Long> calls = new java.util.HashMap<>();
