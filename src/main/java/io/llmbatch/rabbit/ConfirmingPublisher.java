@@ -17,6 +17,7 @@ import org.springframework.amqp.core.MessageProperties;
 import org.springframework.amqp.core.Queue;
 import org.springframework.amqp.rabbit.connection.CorrelationData;
 import org.springframework.amqp.rabbit.core.RabbitAdmin;
+import org.springframework.amqp.rabbit.connection.RabbitUtils;
 import org.springframework.amqp.rabbit.core.RabbitTemplate;
 
 import io.llmbatch.Urls;
@@ -123,6 +124,10 @@ public class ConfirmingPublisher {
             } catch (SourceFailure e) {
                 throw (RuntimeException) e.getCause();
             } catch (RuntimeException e) {
+                // Not back into the cache: on a cluster, a channel whose quorum queue leader died can go on nacking every
+                // publish (seen on RabbitMQ 3.10: one task's result refused 21 times, until the delivery limit
+                // dead-lettered the task); the next publish gets a fresh channel.
+                discardChannel(ops);
                 // acks that arrived for later messages still count: report every message known to be stored
                 long alsoConfirmed = 0;
                 for (Pending p : pending) {
@@ -225,6 +230,17 @@ public class ConfirmingPublisher {
         }
         if (onConfirmed != null) {
             onConfirmed.confirmed(p.position);
+        }
+    }
+
+    private static void discardChannel(org.springframework.amqp.rabbit.core.RabbitOperations ops) {
+        try {
+            ops.execute(channel -> {
+                RabbitUtils.setPhysicalCloseRequired(channel, true);
+                return null;
+            });
+        } catch (RuntimeException closedAlready) {
+            // the channel or its connection is gone: nothing to keep out of the cache
         }
     }
 

@@ -55,6 +55,8 @@ class ClusterSuiteIT {
     static final int N = Integer.getInteger("cluster.tasks", 2_000);
     static final long LATENCY_MS = Long.getLong("cluster.llm-latency", 100);
     static final double LIMIT_S = 15.0;
+    /** kill-leader: restart the killed node 10 s after the kill (default), or only once every task is stored. */
+    static final boolean RESTART_DURING_RUN = !"end".equals(System.getProperty("cluster.restart", "during"));
     /** Node names and ports: CI's defaults differ from bench/cluster.sh's, so both can be on one machine. */
     static final String NODE_PREFIX = System.getProperty("cluster.node-prefix", "llmbci");
     static final int BASE = Integer.getInteger("cluster.base-port", 20320);
@@ -89,9 +91,14 @@ class ClusterSuiteIT {
                                              + "back on a surviving node (from the fault) |\n|---|---|---|---|---|---|---|---|---|---|\n");
         }
         return names.stream().map(name -> DynamicTest.dynamicTest(name, () -> {
+            Run[] current = new Run[1];
             try (Run run = new Run(name)) {
+                current[0] = run;
                 run.execute();
             } catch (Throwable failed) {
+                if (current[0] != null && current[0].counted) {
+                    throw failed; // its row, with the counts, is written
+                }
                 String why = String.valueOf(failed.getMessage()).lines().map(String::trim).filter(l -> !l.isEmpty())
                         .reduce((a, b) -> a + " " + b).orElse(failed.getClass().getSimpleName()).replace('|', '/');
                 Files.writeString(RESULTS_TABLE, String.format("| %s | FAILED: %s ||||||||| %n", name,
@@ -116,6 +123,8 @@ class ClusterSuiteIT {
         final List<String> fault = new ArrayList<>();
         final List<String> recovery = new ArrayList<>();
         final List<Double> worst = new ArrayList<>();
+        int restartAtEnd = -1;
+        boolean counted;
 
         Run(String name) throws Exception {
             this.name = name;
@@ -173,11 +182,16 @@ class ClusterSuiteIT {
                     fault.add("kill -9 " + cluster.node(leader) + " (leader of the task queue)");
                     measure(leader, before, at, "");
                     String newLeader = cluster.leader(tasks);
-                    Thread.sleep(Math.max(0, 10_000 - (System.nanoTime() - at) / 1_000_000)); // down for 10 s at least
-                    long restartAt = System.nanoTime();
-                    cluster.restart(leader);
-                    fault.add(String.format("new leader %s; killed node restarted %.0f s after the kill, running again in %.1f s",
-                            newLeader, (restartAt - at) / 1e9, (System.nanoTime() - restartAt) / 1e9));
+                    if (RESTART_DURING_RUN) {
+                        Thread.sleep(Math.max(0, 10_000 - (System.nanoTime() - at) / 1_000_000)); // down for 10 s at least
+                        long restartAt = System.nanoTime();
+                        cluster.restart(leader);
+                        fault.add(String.format("new leader %s; killed node restarted %.0f s after the kill, running again in %.1f s",
+                                newLeader, (restartAt - at) / 1e9, (System.nanoTime() - restartAt) / 1e9));
+                    } else {
+                        restartAtEnd = leader;
+                        fault.add("new leader " + newLeader + "; killed node restarted after the run");
+                    }
                 }
                 case "rolling-restart" -> {
                     for (int node = 1; node <= cluster.size(); node++) {
@@ -231,6 +245,9 @@ class ClusterSuiteIT {
                 return empty && (n >= N || System.nanoTime() - last[1] > 30_000_000_000L);
             });
             double seconds = (System.nanoTime() - published) / 1e9;
+            if (restartAtEnd > 0) {
+                cluster.restart(restartAtEnd);
+            }
             Thread.sleep(2_000); // a late duplicate would show now
             long stored = docs.countDocuments();
             Set<String> companies = new HashSet<>();
@@ -259,6 +276,7 @@ class ClusterSuiteIT {
             long redone = calls.values().stream().mapToLong(c -> c - 1).sum();
             Files.writeString(RESULTS_TABLE, String.format("| %s | %,d | %,d | %d | %d | %d | %d | %.0f s | %s | %s |%n", name, N, stored, lost,
                     duplicates, redone, dead, seconds, String.join("; ", fault), String.join("; ", recovery)), StandardOpenOption.APPEND);
+            counted = true;
             assertThat(lost).as(name + ": lost").isZero();
             assertThat(duplicates).as(name + ": duplicates").isZero();
             assertThat(stored).as(name + ": documents").isEqualTo(N);
