@@ -12,7 +12,12 @@ import java.util.concurrent.atomic.AtomicInteger;
 import org.apache.camel.CamelConfiguration;
 import org.apache.camel.CamelContext;
 import org.apache.camel.PropertyInject;
+import org.apache.camel.component.springrabbit.DefaultListenerContainerFactory;
+import org.apache.camel.component.springrabbit.ListenerContainerFactory;
 import org.apache.camel.component.springrabbit.SpringRabbitMQComponent;
+import org.apache.camel.component.springrabbit.SpringRabbitMQEndpoint;
+import org.springframework.amqp.rabbit.listener.AbstractMessageListenerContainer;
+import org.springframework.amqp.rabbit.listener.DirectMessageListenerContainer;
 import org.apache.camel.spi.Registry;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
@@ -52,6 +57,8 @@ public class BrokerConfiguration implements CamelConfiguration {
     String trustStore;
     @PropertyInject(value = "llmbatch.rabbitmq.trust-store-password", defaultValue = "")
     String trustStorePassword;
+    @PropertyInject("llmbatch.rabbitmq.consumer-restart-interval")
+    long consumerRestartInterval;
     @PropertyInject("llmbatch.rabbitmq.confirm-timeout")
     long confirmTimeout;
     @PropertyInject("llmbatch.ingest.confirm-window")
@@ -105,13 +112,33 @@ public class BrokerConfiguration implements CamelConfiguration {
         registry.bind("requeueOnFailure", DeliveryChannels.skipDeliveriesOfClosedChannels(RetryInterceptorBuilder.stateless()
                 .maxAttempts(1).recoverer(new ImmediateRequeueMessageRecoverer()).build()));
         // Consumers get the real channels: an acknowledgement after a lost connection must fail, not reach a new channel.
-        camelContext.getComponent("spring-rabbitmq", SpringRabbitMQComponent.class)
-                .setConnectionFactory(DeliveryChannels.forListeners(connectionFactory));
+        SpringRabbitMQComponent rabbit = camelContext.getComponent("spring-rabbitmq", SpringRabbitMQComponent.class);
+        rabbit.setConnectionFactory(DeliveryChannels.forListeners(connectionFactory));
+        rabbit.setListenerContainerFactory(restartingConsumersEvery(consumerRestartInterval));
         StatusReporter status = new StatusReporter(connectionFactory, statusInterval, host, these.toString());
         registry.bind(STATUS, status);
         if (these.has(Roles.WORKER) || these.has(Roles.COLLECTOR)) {
             camelContext.addService(status, true, true);
         }
+    }
+
+    /**
+     * Listener containers that look for lost consumers (their connection or node gone) every {@code millis} and retry a
+     * failed restart as often. Spring's defaults, 10 s and 5 s, kept a worker off the queue for up to 10 s after each
+     * node of a cluster was stopped (7.4-9.9 s measured in a rolling restart).
+     */
+    static ListenerContainerFactory restartingConsumersEvery(long millis) {
+        return new DefaultListenerContainerFactory() {
+            @Override
+            public AbstractMessageListenerContainer createListenerContainer(SpringRabbitMQEndpoint endpoint) {
+                AbstractMessageListenerContainer container = super.createListenerContainer(endpoint);
+                container.setRecoveryInterval(millis);
+                if (container instanceof DirectMessageListenerContainer direct) {
+                    direct.setMonitorInterval(millis);
+                }
+                return container;
+            }
+        };
     }
 
     /**

@@ -155,13 +155,24 @@ public final class RabbitCluster implements AutoCloseable {
         return nodes;
     }
 
-    /** Unacknowledged deliveries per client connection, keyed by the client's port (its socket's local port). */
+    /**
+     * Unacknowledged deliveries per client connection, keyed by the client's port (its socket's local port), from the
+     * channel names ({@code 127.0.0.1:<client port> -> 127.0.0.1:<node port> (<n>)}) of every running node.
+     */
     public Map<Integer, Long> unacknowledgedByClientPort() throws Exception {
         Map<Integer, Long> byPort = new LinkedHashMap<>();
-        String out = anyCtlOutput("list_channels", "connection_details", "messages_unacknowledged", "--formatter", "json");
-        if (out != null) {
+        java.util.Set<String> seen = new java.util.HashSet<>();
+        for (int i = 1; i <= size; i++) {
+            String out = listening(amqpPort(i)) ? ctlOutput(i, "list_channels", "name", "messages_unacknowledged", "--formatter", "json") : null;
+            if (out == null) {
+                continue;
+            }
             for (JsonNode c : JSON.readTree(out.substring(out.indexOf('[')))) {
-                byPort.merge(c.path("connection_details").path("peer_port").asInt(), c.path("messages_unacknowledged").asLong(), Long::sum);
+                String name = c.path("name").asText();
+                java.util.regex.Matcher m = java.util.regex.Pattern.compile(":(\\d+) -> ").matcher(name);
+                if (seen.add(name) && m.find()) {
+                    byPort.merge(Integer.parseInt(m.group(1)), c.path("messages_unacknowledged").asLong(), Long::sum);
+                }
             }
         }
         return byPort;
