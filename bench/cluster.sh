@@ -9,11 +9,13 @@
 # and exits non-zero when anything was lost or a scenario failed. The machine's broker on 5672 is not touched.
 # Needs root (rabbitmq-server drops to the rabbitmq user), rabbitmqctl, ss, java, mvn.
 # usage: bench/cluster.sh [tasks=10000] [scenarios=all|kill-leader,rolling-restart,worker-node-stop] [llm-latency-ms=200]
+#                         ['key=value;...' worker settings, e.g. 'llmbatch.worker.prefetch=3' to compare]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TASKS=${1:-10000}
 SCENARIOS=${2:-all}
 LATENCY=${3:-200}
+WORKER=${4:-}
 PREFIX=llmb
 DIR=/tmp/llmbatch-$PREFIX
 
@@ -36,7 +38,7 @@ trap cleanup EXIT
 mkdir -p target/cluster && rm -f target/cluster/results.md
 status=0
 mvn -B -q verify -Dit.test=ClusterSuiteIT -Dtest=NoSuchTest -Dsurefire.failIfNoSpecifiedTests=false \
-  -Dcluster="$SCENARIOS" -Dcluster.tasks="$TASKS" -Dcluster.llm-latency="$LATENCY" \
+  -Dcluster="$SCENARIOS" -Dcluster.tasks="$TASKS" -Dcluster.llm-latency="$LATENCY" -Dcluster.restart=during -Dcluster.worker-settings="$WORKER" \
   -Dcluster.node-prefix=$PREFIX -Dcluster.base-port=20360 -Dcluster.dir="$DIR" > target/cluster.log 2>&1 || status=$?
 grep -E "Tests run:|FAIL" target/cluster.log | tail -3 || true
 [ -f target/cluster/results.md ] && cat target/cluster/results.md
