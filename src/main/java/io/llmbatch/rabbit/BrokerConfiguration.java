@@ -12,12 +12,7 @@ import java.util.concurrent.atomic.AtomicInteger;
 import org.apache.camel.CamelConfiguration;
 import org.apache.camel.CamelContext;
 import org.apache.camel.PropertyInject;
-import org.apache.camel.component.springrabbit.DefaultListenerContainerFactory;
-import org.apache.camel.component.springrabbit.ListenerContainerFactory;
 import org.apache.camel.component.springrabbit.SpringRabbitMQComponent;
-import org.apache.camel.component.springrabbit.SpringRabbitMQEndpoint;
-import org.springframework.amqp.rabbit.listener.AbstractMessageListenerContainer;
-import org.springframework.amqp.rabbit.listener.DirectMessageListenerContainer;
 import org.apache.camel.spi.Registry;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
@@ -48,6 +43,7 @@ public class BrokerConfiguration implements CamelConfiguration {
     public static final String PUBLISHER = "publisher";
     public static final String STATUS = "statusReporter";
     public static final String CONNECTION_FACTORY = "rabbitConnectionFactory";
+    public static final String LISTENER_CONTAINERS = "listenerContainers";
 
     @PropertyInject("llmbatch.roles")
     String roles;
@@ -106,39 +102,25 @@ public class BrokerConfiguration implements CamelConfiguration {
         registry.bind(PUBLISHER, new ConfirmingPublisher(template, new RabbitAdmin(connectionFactory), confirmWindow,
                 confirmTimeout, queueArgs));
 
+        ListenerContainers containers = new ListenerContainers();
+        containers.consumerRestartInterval(consumerRestartInterval);
+        registry.bind(LISTENER_CONTAINERS, containers);
+        Wiring.stopWith(camelContext, containers::close);
+        SpringRabbitMQComponent rabbit = camelContext.getComponent("spring-rabbitmq", SpringRabbitMQComponent.class);
+        rabbit.setListenerContainerFactory(containers);
+
         // What escapes a consuming route (every LLM backend down, the broker failing) must go back to the queue.
         // The spring-rabbitmq default with retries off is a recoverer that logs "dropped" and acknowledges: a loss.
         // A delivery whose channel closed meanwhile (connection lost) is already back in the queue: not processed again.
         registry.bind("requeueOnFailure", DeliveryChannels.skipDeliveriesOfClosedChannels(RetryInterceptorBuilder.stateless()
                 .maxAttempts(1).recoverer(new ImmediateRequeueMessageRecoverer()).build()));
         // Consumers get the real channels: an acknowledgement after a lost connection must fail, not reach a new channel.
-        SpringRabbitMQComponent rabbit = camelContext.getComponent("spring-rabbitmq", SpringRabbitMQComponent.class);
         rabbit.setConnectionFactory(DeliveryChannels.forListeners(connectionFactory));
-        rabbit.setListenerContainerFactory(restartingConsumersEvery(consumerRestartInterval));
         StatusReporter status = new StatusReporter(connectionFactory, statusInterval, host, these.toString());
         registry.bind(STATUS, status);
         if (these.has(Roles.WORKER) || these.has(Roles.COLLECTOR)) {
             camelContext.addService(status, true, true);
         }
-    }
-
-    /**
-     * Listener containers that look for lost consumers (their connection or node gone) every {@code millis} and retry a
-     * failed restart as often. Spring's defaults, 10 s and 5 s, kept a worker off the queue for up to 10 s after each
-     * node of a cluster was stopped (7.4-9.9 s measured in a rolling restart).
-     */
-    static ListenerContainerFactory restartingConsumersEvery(long millis) {
-        return new DefaultListenerContainerFactory() {
-            @Override
-            public AbstractMessageListenerContainer createListenerContainer(SpringRabbitMQEndpoint endpoint) {
-                AbstractMessageListenerContainer container = super.createListenerContainer(endpoint);
-                container.setRecoveryInterval(millis);
-                if (container instanceof DirectMessageListenerContainer direct) {
-                    direct.setMonitorInterval(millis);
-                }
-                return container;
-            }
-        };
     }
 
     /**

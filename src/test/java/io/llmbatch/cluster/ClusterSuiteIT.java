@@ -270,17 +270,20 @@ class ClusterSuiteIT {
             docs.find().projection(new Document("company", 1)).forEach(d -> companies.add(d.getString("company")));
             long lost = N - companies.stream().filter(c -> c.startsWith("集群测试公司")).count();
             if (lost > 0) { // where was it lost: before the LLM (a task) or after it (a result)?
-                io.llmbatch.worker.PromptTemplate prompt = new io.llmbatch.worker.PromptTemplate(Path.of("prompts/company_intro.txt"));
-                Map<String, Long> perPrompt = new java.util.HashMap<>();
-                sims.forEach(sim -> sim.requestsPerPrompt().forEach((k, v) -> perPrompt.merge(k, v, Long::sum)));
+                // LLM calls per company, from the prompts the simulators answered (each names its company once)
+                Map<String, Long> perCompany = new java.util.HashMap<>();
+                java.util.regex.Pattern name = java.util.regex.Pattern.compile("集群测试公司\\d+");
+                sims.forEach(sim -> sim.servedPerPrompt().forEach((prompt, n) -> {
+                    java.util.regex.Matcher m = name.matcher(prompt);
+                    if (m.find()) {
+                        perCompany.merge(m.group(), n, Long::sum);
+                    }
+                }));
                 List<String> lostOnes = new ArrayList<>();
                 for (int i = 0; i < N; i++) {
                     String company = "集群测试公司" + i;
                     if (!companies.contains(company)) {
-                        String text = prompt.render(new com.fasterxml.jackson.databind.ObjectMapper().readTree(bodies.get(i)));
-                        String digest = java.util.HexFormat.of().formatHex(java.security.MessageDigest.getInstance("SHA-256")
-                                .digest(text.getBytes(StandardCharsets.UTF_8)));
-                        lostOnes.add(i + "(LLM calls: " + perPrompt.getOrDefault(digest, 0L) + ")");
+                        lostOnes.add(i + "(LLM calls: " + perCompany.getOrDefault(company, 0L) + ")");
                     }
                 }
                 fault.add("LOST: " + String.join(" ", lostOnes));
@@ -288,7 +291,7 @@ class ClusterSuiteIT {
             long duplicates = stored - companies.size();
             long dead = Math.max(0, amqp.count(tasks + ".dlq")) + Math.max(0, amqp.count(results + ".dlq"));
             Map<String, Long> calls = new java.util.HashMap<>();
-            sims.forEach(sim -> sim.requestsPerPrompt().forEach((prompt, c) -> calls.merge(prompt, c, Long::sum)));
+            sims.forEach(sim -> sim.servedPerPrompt().forEach((prompt, c) -> calls.merge(prompt, c, Long::sum)));
             long redone = calls.values().stream().mapToLong(c -> c - 1).sum();
             Files.writeString(RESULTS_TABLE, String.format("| %s | %,d | %,d | %d | %d | %d | %d | %.0f s | %s | %s |%n", name, N, stored, lost,
                     duplicates, redone, dead, seconds, String.join("; ", fault), String.join("; ", recovery)), StandardOpenOption.APPEND);

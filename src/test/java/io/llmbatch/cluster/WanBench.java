@@ -159,8 +159,8 @@ class WanBench {
                     companies.add(d.getString("company"));
                     stored++;
                 }
-                long calls = sim.requestsPerPrompt().values().stream().mapToLong(Long::longValue).sum();
-                long redone = calls - sim.requestsPerPrompt().size();
+                long calls = sim.servedPerPrompt().values().stream().mapToLong(Long::longValue).sum();
+                long redone = calls - sim.servedPerPrompt().size();
                 long[] w = window.get(c.name());
                 double seconds = (w[2] - start) / 1e9;
                 double utilisation = (w[1] - w[0]) / (SLOTS * seconds * 1000);

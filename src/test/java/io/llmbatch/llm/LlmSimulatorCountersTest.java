@@ -15,10 +15,10 @@ class LlmSimulatorCountersTest {
             for (String prompt : new String[] { "甲公司简介", "乙公司简介", "甲公司简介" }) {
                 assertThat(Http.post(sim.port(), "/", "{\"prompt\": \"" + prompt + "\"}").status()).isEqualTo(200);
             }
-            assertThat(sim.requestsPerPrompt().values()).containsExactlyInAnyOrder(2L, 1L);
+            assertThat(sim.servedPerPrompt().values()).containsExactlyInAnyOrder(2L, 1L);
             assertThat(sim.busyMillis()).as("three calls of at least 50 ms each").isGreaterThanOrEqualTo(150);
             String stats = Http.get(sim.port(), "/stats").body();
-            assertThat(stats).contains("\"requests\":3", "\"distinct_prompts\":2", "\"served\":3");
+            assertThat(stats).contains("\"posts\":3", "\"distinct_prompts\":2", "\"served\":3");
         }
     }
 }

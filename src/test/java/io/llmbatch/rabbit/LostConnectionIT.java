@@ -68,8 +68,8 @@ class LostConnectionIT {
                     return companies.size() == N;
                 });
             }
-            long calls = sim.requestsPerPrompt().values().stream().mapToLong(Long::longValue).sum();
-            assertThat(sim.requestsPerPrompt()).as("every task reached the LLM").hasSize(N);
+            long calls = sim.servedPerPrompt().values().stream().mapToLong(Long::longValue).sum();
+            assertThat(sim.servedPerPrompt()).as("every task reached the LLM").hasSize(N);
             // only the task at the LLM when the connection went is done twice (its acknowledgement was lost with it)
             assertThat(calls - N).as("LLM calls made again after the connection was lost").isLessThanOrEqualTo(1);
         } finally {
