@@ -77,6 +77,10 @@ public final class LlmSimulator implements AutoCloseable {
     private volatile int specialStatus;
     private volatile String specialBody;
     private final Map<String, AtomicLong> perPrompt = new ConcurrentHashMap<>();
+    // for benchmarks: the time slots were held by a request (slot utilisation at the GPU's side)
+    private long busyNanos;
+    private int busyNow;
+    private long busySince;
     private final Deque<Request> recent = new ArrayDeque<>();
 
     /** A request the simulator got: when (epoch ms), its path, its headers (lower-case names) and its JSON body. */
@@ -184,6 +188,24 @@ public final class LlmSimulator implements AutoCloseable {
     }
 
     /** Completions answered with 200. */
+    /** Slot-milliseconds spent with a request holding a slot, including the requests in progress now. */
+    public synchronized long busyMillis() {
+        return (busyNanos + (busyNow == 0 ? 0 : busyNow * (System.nanoTime() - busySince))) / 1_000_000;
+    }
+
+    private synchronized void busy(int delta) {
+        long now = System.nanoTime();
+        busyNanos += busyNow * (now - busySince);
+        busySince = now;
+        busyNow += delta;
+    }
+
+    /** {@code GET /stats}: the counters. */
+    private Map<String, Object> stats() {
+        return Map.of("posts", posts(), "served", served(), "failed", failed(), "hung", hung(),
+                "distinct_prompts", perPrompt.size(), "busy_ms", busyMillis());
+    }
+
     public long served() {
         return served.get();
     }
@@ -230,7 +252,8 @@ public final class LlmSimulator implements AutoCloseable {
                     send(ex, 200, JSON.writeValueAsString(Map.of("object", "list", "data", data)));
                     return;
                 }
-                send(ex, 200, "{\"status\":\"ok\",\"simulated\":true}"); // a health probe: the server is up
+                // a health probe: the server is up; /stats: the counters, for a simulator running as its own process
+                send(ex, 200, "/stats".equals(path) ? JSON.writeValueAsString(stats()) : "{\"status\":\"ok\",\"simulated\":true}");
                 return;
             }
             if (!openai && !"/".equals(path)) {
@@ -272,6 +295,7 @@ public final class LlmSimulator implements AutoCloseable {
                 return;
             }
             slots.acquireUninterruptibly();
+            busy(+1);
             boolean released = false;
             try {
                 double dice = ThreadLocalRandom.current().nextDouble();
@@ -299,6 +323,7 @@ public final class LlmSimulator implements AutoCloseable {
                     ex.sendResponseHeaders(200, 1000); // the headers promise a body that never comes
                     ex.getResponseBody().write('{');
                     ex.getResponseBody().flush();
+                    busy(-1);
                     slots.release(); // the model is done, the answer stalls on its way (a proxy, the network)
                     released = true;
                     stopped.await();
@@ -312,6 +337,7 @@ public final class LlmSimulator implements AutoCloseable {
                 Thread.currentThread().interrupt();
             } finally {
                 if (!released) {
+                    busy(-1);
                     slots.release();
                 }
             }

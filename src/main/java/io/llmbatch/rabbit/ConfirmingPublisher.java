@@ -18,6 +18,7 @@ import org.springframework.amqp.core.MessageProperties;
 import org.springframework.amqp.core.Queue;
 import org.springframework.amqp.rabbit.connection.CorrelationData;
 import org.springframework.amqp.rabbit.core.RabbitAdmin;
+import org.springframework.amqp.rabbit.connection.RabbitUtils;
 import org.springframework.amqp.rabbit.core.RabbitTemplate;
 
 import io.llmbatch.Urls;
@@ -197,6 +198,10 @@ public class ConfirmingPublisher {
             } catch (MessageRefusedException e) {
                 throw e;
             } catch (RuntimeException e) {
+                // Not back into the cache: on a cluster, a channel whose quorum queue leader died can go on nacking every
+                // publish (seen on RabbitMQ 3.10: one task's result refused 21 times, until the delivery limit
+                // dead-lettered the task); the next publish gets a fresh channel.
+                discardChannel(ops);
                 // acks that arrived for later messages still count: report every message known to be stored
                 long alsoConfirmed = 0;
                 for (Pending p : pending) {
@@ -405,6 +410,17 @@ public class ConfirmingPublisher {
             throw new IllegalStateException("interrupted while waiting for publisher confirms", e);
         } catch (ExecutionException e) {
             throw new IllegalStateException("publisher confirm failed: " + e.getCause(), e.getCause());
+        }
+    }
+
+    private static void discardChannel(org.springframework.amqp.rabbit.core.RabbitOperations ops) {
+        try {
+            ops.execute(channel -> {
+                RabbitUtils.setPhysicalCloseRequired(channel, true);
+                return null;
+            });
+        } catch (RuntimeException closedAlready) {
+            // the channel or its connection is gone: nothing to keep out of the cache
         }
     }
 
