@@ -126,9 +126,11 @@ public class FileIngest {
     public Counts ingest(Exchange exchange) {
         File file = exchange.getMessage().getBody(File.class);
         String name = file.getName();
-        String job = jobOf(exchange.getMessage().getHeader(Exchange.FILE_NAME, String.class));
+        String relative = exchange.getMessage().getHeader(Exchange.FILE_NAME, name, String.class);
+        String job = jobOf(relative);
         boolean force = name.toLowerCase(Locale.ROOT).contains(".force.");
-        Path rejects = file.toPath().resolveSibling(".done").resolve(name + ".rejects.jsonl");
+        Path done = job == null ? inboxOf(file.toPath(), null).resolve(".done") : inboxOf(file.toPath(), job).resolve(".done").resolve(job);
+        Path rejects = done.resolve(name + ".rejects.jsonl");
         long start = System.nanoTime();
         InboxPosition position;
         try {
@@ -206,6 +208,12 @@ public class FileIngest {
         return counts;
     }
 
+    /** The inbox directory of a file: its directory, or its directory's parent for a file of a job's directory. */
+    private static Path inboxOf(Path file, String job) {
+        Path dir = file.getParent() != null ? file.getParent() : file.toAbsolutePath().getParent();
+        return job == null ? dir : dir.toAbsolutePath().getParent();
+    }
+
     /**
      * The job a file's place names: {@code inbox/<job>/<file>} that job (its {@code jobs/<job>.yaml} must exist), a file
      * in the inbox itself none (each task's {@code job} field, else the default job).
@@ -230,16 +238,10 @@ public class FileIngest {
         return job;
     }
 
-    /**
-     * The text of {@code .failed/<file>.error.txt}, from the exception the route caught; its path relative to the inbox
-     * (beside the failed file) in header {@code llmbatchReport}.
-     */
+    /** The text of {@code .failed/[<job>/]<file>.error.txt}, from the exception the route caught. */
     public String errorReport(Exchange exchange) {
         Exception e = exchange.getProperty(Exchange.EXCEPTION_CAUGHT, Exception.class);
         String name = exchange.getMessage().getHeader(Exchange.FILE_NAME_ONLY, String.class);
-        String relative = String.valueOf(exchange.getMessage().getHeader(Exchange.FILE_NAME, name, String.class)).replace('\\', '/');
-        String dir = relative.contains("/") ? relative.substring(0, relative.lastIndexOf('/') + 1) : "";
-        exchange.getMessage().setHeader("llmbatchReport", dir + ".failed/" + name + ".error.txt");
         StringBuilder report = new StringBuilder()
                 .append("file: ").append(name).append('\n')
                 .append("failed at: ").append(java.time.OffsetDateTime.now()).append('\n')
@@ -256,18 +258,24 @@ public class FileIngest {
     }
 
     /**
-     * Moves a file that failed to {@code .failed/} (the report is written beside it) and forgets its position: the
+     * Moves a file that failed to {@code .failed/[<job>/]} (the report is written beside it) and forgets its position: the
      * route does this itself rather than with the file endpoint's moveFailed, which would also move a file that was
      * only stopped.
      */
     public void moveToFailed(Exchange exchange) throws IOException {
         // the body is the report by now: the file is the one the exchange was made for
-        Object consumed = exchange.getProperty(Exchange.FILE_EXCHANGE_FILE, org.apache.camel.component.file.GenericFile.class).getFile();
-        File file = consumed instanceof File f ? f : null;
+        org.apache.camel.component.file.GenericFile<?> consumed = exchange.getProperty(Exchange.FILE_EXCHANGE_FILE,
+                org.apache.camel.component.file.GenericFile.class);
+        File file = consumed.getFile() instanceof File f ? f : null;
         if (file == null || !file.exists()) {
             return;
         }
+        String relative = consumed.getRelativeFilePath().replace('\\', '/');
         Path failed = file.toPath().resolveSibling(".failed");
+        if (relative.contains("/")) { // a job's file: .failed/<job>/ in the inbox
+            String job = relative.substring(0, relative.indexOf('/'));
+            failed = inboxOf(file.toPath(), job).resolve(".failed").resolve(job);
+        }
         Files.createDirectories(failed);
         Files.move(file.toPath(), failed.resolve(file.getName()), java.nio.file.StandardCopyOption.REPLACE_EXISTING);
         Files.deleteIfExists(InboxPosition.pathFor(file.toPath()));

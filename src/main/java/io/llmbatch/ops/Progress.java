@@ -177,7 +177,7 @@ public final class Progress extends ServiceSupport {
                 n++;
             }
         }
-        return n > 0 ? sum / n : defaultPricePerGpuHour;
+        return n > 0 ? Double.valueOf(sum / n) : defaultPricePerGpuHour; // boxed: a null default must not unbox
     }
 
     public String currency() {
