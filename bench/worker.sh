@@ -4,14 +4,20 @@
 #  (b) 3 backends 50/100/200 ms x 4 slots -> ideal 140 tasks/s, target >= 90%; also with round-robin
 #  (c) (a) with one backend killed mid-run -> 0 tasks failed (every result arrives, DLQ empty)
 #  (d) 3 backends x 4 slots x 0 ms -> the worker's own overhead, tasks/s
-# Needs RabbitMQ on 127.0.0.1:5672, java, mvn. usage: bench/worker.sh [tasks=2400]
+# Needs RabbitMQ on 127.0.0.1:5672, java, mvn. usage: [WARMUP=200] bench/worker.sh [tasks=2400] [scenarios=abcd]
+# APP_DIR=dir runs the worker of another checkout (its target/llm-batch.jar, routes/ and application.properties), so
+# two versions can be measured side by side (bench/worker-compare.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-2400}
-WORK=bench/target/worker
+SCENARIOS=${2:-abcd}
+HERE=$(pwd)
+APP_DIR=$(cd "${APP_DIR:-.}" && pwd)
+WORK=$HERE/bench/target/worker
 mkdir -p "$WORK"
-[ -f target/llm-batch.jar ] || mvn -B -q package -DskipTests
-JAR=target/llm-batch.jar
+[ -f "$APP_DIR/target/llm-batch.jar" ] || (cd "$APP_DIR" && mvn -B -q package -DskipTests)
+JAR=$HERE/target/llm-batch.jar
+[ -f "$JAR" ] || mvn -B -q package -DskipTests
 QT=bench_worker_tasks QR=bench_worker_results QD=bench_worker_tasks.dlq
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; }
@@ -21,16 +27,17 @@ sim() { # port latency slots
   java -Xmx256m -cp $JAR io.llmbatch.llm.LlmSimulator --port "$1" --latency-ms "$2" --slots "$3" > "$WORK/sim-$1.log" 2>&1 &
   PIDS+=($!); echo $!
 }
-worker() { # balance
-  java -Xmx512m -jar $JAR -Dllmbatch.rabbitmq.url=amqp://guest:guest@127.0.0.1:5672/ -Dllmbatch.roles=worker -Dllmbatch.queue.tasks=$QT -Dllmbatch.queue.results=$QR \
+worker() { # balance (sets WORKER_PID; call it directly, not in $(...), so the cleanup knows the process)
+  (cd "$APP_DIR" && exec java -Xmx512m -jar target/llm-batch.jar -Dllmbatch.rabbitmq.url=amqp://guest:guest@127.0.0.1:5672/ -Dllmbatch.roles=worker -Dllmbatch.queue.tasks=$QT -Dllmbatch.queue.results=$QR \
     -Dllmbatch.queue.tasks-dlq=$QD -Dllmbatch.llm.balance="$1" -Dllmbatch.llm.cooldown=5000 \
     -Dllmbatch.llm.endpoints="http://127.0.0.1:18701;slots=4,http://127.0.0.1:18702;slots=4,http://127.0.0.1:18703;slots=4" \
-    -Dcamel.main.routesReloadEnabled=false > "$WORK/worker-$1.log" 2>&1 &
-  PIDS+=($!); echo $!
+    -Dcamel.main.routesReloadEnabled=false -Dcamel.management.port=0 > "$WORK/worker-$1.log" 2>&1) &
+  WORKER_PID=$!; PIDS+=($WORKER_PID)
 }
 load() { java -cp $JAR bench/WorkerLoad.java "$N" $QT $QR $QD 300; }
+cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; } # the process's user + system CPU, in clock ticks
 stop_all() { cleanup; PIDS=(); sleep 1; }
-warmup() { java -cp $JAR bench/WorkerLoad.java 200 $QT $QR $QD 60 > /dev/null; }
+warmup() { java -cp $JAR bench/WorkerLoad.java "${WARMUP:-200}" $QT $QR $QD 120 > /dev/null; }
 
 echo "| scenario | tasks | results | dead-lettered | seconds | tasks/s | ideal | % of ideal |"
 echo "|---|---|---|---|---|---|---|---|"
@@ -43,21 +50,31 @@ row() { # name ideal line
 }
 
 # (a)
-sim 18701 100 4 >/dev/null; sim 18702 100 4 >/dev/null; sim 18703 100 4 >/dev/null; worker least-busy >/dev/null; sleep 6; warmup
+if [[ $SCENARIOS == *a* ]]; then
+sim 18701 100 4 >/dev/null; sim 18702 100 4 >/dev/null; sim 18703 100 4 >/dev/null; worker least-busy; sleep 6; warmup
 row "(a) 3x4 slots, 100 ms, least-busy" 120 "$(load)"
 stop_all
+fi
 # (b)
+if [[ $SCENARIOS == *b* ]]; then
 for balance in least-busy round-robin; do
-  sim 18701 50 4 >/dev/null; sim 18702 100 4 >/dev/null; sim 18703 200 4 >/dev/null; worker $balance >/dev/null; sleep 6; warmup
+  sim 18701 50 4 >/dev/null; sim 18702 100 4 >/dev/null; sim 18703 200 4 >/dev/null; worker $balance; sleep 6; warmup
   row "(b) 3x4 slots, 50/100/200 ms, $balance" 140 "$(load)"
   stop_all
 done
+fi
 # (c)
-sim 18701 100 4 >/dev/null; sim 18702 100 4 >/dev/null; victim=$(sim 18703 100 4); worker least-busy >/dev/null; sleep 6; warmup
+if [[ $SCENARIOS == *c* ]]; then
+sim 18701 100 4 >/dev/null; sim 18702 100 4 >/dev/null; victim=$(sim 18703 100 4); worker least-busy; sleep 6; warmup
 ( sleep $((N / 240)); kill -9 "$victim" ) &
 row "(c) as (a), one backend killed mid-run" 120 "$(load)"
 stop_all
-# (d)
-sim 18701 0 4 >/dev/null; sim 18702 0 4 >/dev/null; sim 18703 0 4 >/dev/null; worker least-busy >/dev/null; sleep 6; warmup
-row "(d) 3x4 slots, 0 ms (worker overhead)" - "$(load)"
+fi
+# (d): also the worker's own CPU time per task (from /proc, so other processes on the machine do not count)
+if [[ $SCENARIOS == *d* ]]; then
+sim 18701 0 4 >/dev/null; sim 18702 0 4 >/dev/null; sim 18703 0 4 >/dev/null; worker least-busy; wpid=$WORKER_PID; sleep 6; warmup
+before=$(cpu "$wpid"); line=$(load); after=$(cpu "$wpid")
+row "(d) 3x4 slots, 0 ms (worker overhead)" - "$line"
+echo "cpu_ms_per_task=$(echo "($after - $before) * 1000 / $(getconf CLK_TCK) / $N" | bc -l | xargs printf '%.3f')"
 stop_all
+fi

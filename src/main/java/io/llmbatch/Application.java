@@ -64,10 +64,14 @@ public final class Application {
                 rest.add(arg);
             }
         }
+        if (!rest.isEmpty() && ("export".equals(rest.get(0)) || "redrive".equals(rest.get(0)))) {
+            System.exit(JobsCommand.run(locations(profile), overrides, rest, System.out));
+        }
         if (!rest.isEmpty() && ("results".equals(rest.get(0)) || "status".equals(rest.get(0)))) {
             if ("status".equals(rest.get(0))) {
                 boolean once = rest.remove("--once");
-                System.exit(StatusCommand.run(locations(profile), overrides, rest.size() > 1 ? rest.get(1) : null, once, 2000,
+                String job = JobsCommand.option(rest, "--job");
+                System.exit(StatusCommand.run(locations(profile), overrides, rest.size() > 1 ? rest.get(1) : null, job, once, 2000,
                         System.out));
             }
             System.exit(ResultsCommand.run(locations(profile), overrides, rest.size() > 1 ? rest.get(1) : null, System.out));

@@ -5,7 +5,7 @@ import org.apache.camel.CamelContextAware;
 import org.apache.camel.spi.PropertiesFunction;
 
 import io.llmbatch.embedded.Embedded;
-import io.llmbatch.llm.Backend;
+import io.llmbatch.llm.Endpoint;
 
 /**
  * Property function {@code {{llmbatch:...}}}, so that {@code application.properties} can derive settings from
@@ -14,7 +14,8 @@ import io.llmbatch.llm.Backend;
  * <li>{@code {{llmbatch:route-filter}}}: the route id patterns of the roles in {@code llmbatch.roles};</li>
  * <li>{@code {{llmbatch:role:ingest}}}: {@code true} when the role is configured;</li>
  * <li>{@code {{llmbatch:total-slots}}} / {@code {{llmbatch:twice-total-slots}}}: the sum of the slots of
- * {@code llmbatch.llm.endpoints} (or twice it, the worker's default concurrency).</li>
+ * {@code llmbatch.llm.endpoints} (or twice it, the worker's default concurrency);</li>
+ * <li>{@code {{llmbatch:llm-retries}}}: {@code llmbatch.llm.max-attempts} - 1, the gateway route's redeliveries.</li>
  * </ul>
  */
 public class LlmBatchFunction implements PropertiesFunction, CamelContextAware {
@@ -38,11 +39,18 @@ public class LlmBatchFunction implements PropertiesFunction, CamelContextAware {
         if ("total-slots".equals(what) || "twice-total-slots".equals(what)) {
             String endpoints = property("llmbatch.llm.endpoints", "").trim();
             int slots = Embedded.EMBEDDED.equals(endpoints) ? Embedded.LLM_SLOTS
-                    : Backend.parseAll(endpoints, property("llmbatch.llm.api", "chatglm")).stream().mapToInt(Backend::slots).sum();
+                    : Endpoint.parseAll(endpoints, property("llmbatch.llm.api", "chatglm")).stream().mapToInt(Endpoint::slots).sum();
             return String.valueOf("total-slots".equals(what) ? slots : 2 * slots);
         }
+        if ("llm-retries".equals(what)) {
+            int attempts = Integer.parseInt(property("llmbatch.llm.max-attempts", "5").trim());
+            if (attempts < 1) {
+                throw new IllegalArgumentException("llmbatch.llm.max-attempts must be at least 1, was " + attempts);
+            }
+            return String.valueOf(attempts - 1);
+        }
         throw new IllegalArgumentException("{{llmbatch:" + remainder
-                                           + "}}: use route-filter, role:<name>, total-slots or twice-total-slots");
+                                           + "}}: use route-filter, role:<name>, total-slots, twice-total-slots or llm-retries");
     }
 
     private Roles roles() {

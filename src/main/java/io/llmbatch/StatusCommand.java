@@ -31,10 +31,26 @@ final class StatusCommand {
 
     static int run(String locations, Properties overrides, String url, boolean once, long pollMillis, PrintStream out)
             throws InterruptedException {
-        if (url == null) {
-            DefaultCamelContext context = Application.settings(locations, overrides);
-            url = "http://" + context.resolvePropertyPlaceholders("{{camel.server.host}}") + ":"
-                  + context.resolvePropertyPlaceholders("{{camel.server.port}}") + "/api/progress";
+        return run(locations, overrides, url, null, once, pollMillis, out);
+    }
+
+    /** The ingest node's base URL (http://host:port) from the settings, or from a URL the user gave. */
+    static String base(String locations, Properties overrides, String url) {
+        if (url != null) {
+            return url.replaceFirst("/+$", "").replaceFirst("/api/.*$", "");
+        }
+        DefaultCamelContext context = Application.settings(locations, overrides);
+        return "http://" + context.resolvePropertyPlaceholders("{{camel.server.host}}") + ":"
+               + context.resolvePropertyPlaceholders("{{camel.server.port}}");
+    }
+
+    /** {@code status [url] [--job NAME] [--once]}: the whole pipeline's progress, or one job's. */
+    static int run(String locations, Properties overrides, String url, String job, boolean once, long pollMillis, PrintStream out)
+            throws InterruptedException {
+        if (job != null) {
+            url = base(locations, overrides, url) + "/api/jobs/" + job;
+        } else if (url == null || !url.contains("/api/")) {
+            url = base(locations, overrides, url) + "/api/progress";
         }
         HttpClient http = HttpClient.newBuilder().connectTimeout(Duration.ofSeconds(5)).build();
         String token = System.getenv("INGEST_TOKEN");
@@ -60,11 +76,11 @@ final class StatusCommand {
                 out.println("status: cannot reach " + url + " (" + e + "): is the ingest node running? (give its URL)");
                 return 2;
             }
-            long done = done(p);
+            long done = job != null ? p.path("stored").asLong() : done(p);
             if (base == null) {
                 base = done;
             }
-            out.print((tty ? "\r" : "") + line(p, done - base) + (tty ? "   " : System.lineSeparator()));
+            out.print((tty ? "\r" : "") + (job != null ? jobLine(p) : line(p, done - base)) + (tty ? "   " : System.lineSeparator()));
             out.flush();
             empty = p.path("remaining").isNumber() && p.path("remaining").asLong() == 0 ? empty + 1 : 0;
             if (once || empty >= DONE_AFTER) {
@@ -99,6 +115,26 @@ final class StatusCommand {
         JsonNode cost = p.path("cost");
         if (cost.path("per_1000").isNumber()) {
             s.append(String.format(Locale.ROOT, "  %.2f %s/1000", cost.path("per_1000").asDouble(), cost.path("currency").asText()));
+        }
+        return s.toString();
+    }
+
+    /** One job: stored of submitted (a bar), failed, skipped, waiting and in flight, rate, ETA, tokens and cost. */
+    static String jobLine(JsonNode j) {
+        long submitted = j.path("submitted").asLong();
+        long stored = j.path("stored").asLong();
+        long failed = j.path("failed").asLong();
+        double fraction = submitted == 0 ? 1 : Math.min(1.0, (double) (stored + failed) / submitted);
+        int filled = (int) Math.round(fraction * BAR);
+        StringBuilder s = new StringBuilder(j.path("name").asText()).append(" [").append("#".repeat(filled))
+                .append(".".repeat(BAR - filled)).append("] ");
+        s.append(String.format(Locale.ROOT, "%5.1f%%  stored %,d of %,d  failed %,d  skipped %,d  waiting %,d  in flight %,d  %.1f/s  ETA %s"
+                                            + "  tokens %,d",
+                fraction * 100, stored, submitted, failed, j.path("skipped").asLong(), j.path("waiting").asLong(),
+                j.path("in_flight").asLong(), j.path("rate_per_second").asDouble(), eta(j.path("eta_seconds")),
+                j.path("prompt_tokens").asLong() + j.path("completion_tokens").asLong()));
+        if (j.path("cost").path("so_far").isNumber()) {
+            s.append(String.format(Locale.ROOT, "  %.2f %s", j.path("cost").path("so_far").asDouble(), j.path("cost").path("currency").asText()));
         }
         return s.toString();
     }

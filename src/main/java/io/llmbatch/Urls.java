@@ -2,17 +2,30 @@ package io.llmbatch;
 
 import java.util.regex.Pattern;
 
-/** Connection URLs as they may appear in logs and errors: never with their password. */
+/** Connection URLs as they may appear in logs and errors: never with their password or a secret of their query. */
 public final class Urls {
 
     private static final Pattern USER_INFO = Pattern.compile("([a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\\s]*):[^@/\\s]*@");
+    /**
+     * Words that make a query parameter secret wherever they appear in its name, any case: MongoDB's
+     * {@code tlsCertificateKeyFilePassword} and {@code authMechanismProperties} (AWS session tokens), {@code password=},
+     * {@code secret}, {@code token} ({@code access_token}), {@code key} ({@code apiKey}), Azure SAS ({@code sas},
+     * {@code sig}), {@code credential}. Broad on purpose: a masked harmless value costs less than a leaked secret.
+     */
+    static final String SECRET_WORDS = "password|passwd|pwd|secret|token|key|sas|sig|credential|authmechanismproperties";
+    private static final Pattern SECRET_PARAM = Pattern.compile(
+            "([?&;][^=&;#\\s'\"]*(?:" + SECRET_WORDS + ")[^=&;#\\s'\"]*=)[^&;#\\s'\"]*", Pattern.CASE_INSENSITIVE);
 
     private Urls() {
     }
 
-    /** {@code amqp://user:secret@host/} becomes {@code amqp://user:***@host/}; also mongodb://, amqps://, ... */
+    /**
+     * {@code amqp://user:secret@host/} becomes {@code amqp://user:***@host/} (also mongodb://, amqps://, ...), and
+     * {@code ?tlsCertificateKeyFilePassword=x} becomes {@code ?tlsCertificateKeyFilePassword=***} (see {@link #SECRET_WORDS}),
+     * wherever they are in the text.
+     */
     public static String mask(String text) {
-        return text == null ? null : USER_INFO.matcher(text).replaceAll("$1:***@");
+        return text == null ? null : SECRET_PARAM.matcher(USER_INFO.matcher(text).replaceAll("$1:***@")).replaceAll("$1***");
     }
 
     /**
@@ -22,6 +35,7 @@ public final class Urls {
     public static String maskWhole(String url) {
         int scheme = url.indexOf("://");
         int at = url.lastIndexOf('@');
-        return scheme < 0 || at < scheme ? url : url.substring(0, scheme + 3) + "***" + url.substring(at);
+        String masked = scheme < 0 || at < scheme ? url : url.substring(0, scheme + 3) + "***" + url.substring(at);
+        return SECRET_PARAM.matcher(masked).replaceAll("$1***");
     }
 }

@@ -81,7 +81,7 @@ class EndToEndTest {
     }
 
     @Test
-    void thousand_seed_tasks_become_exactly_a_thousand_documents_even_when_sent_twice() throws Exception {
+    void thousand_seed_tasks_become_exactly_a_thousand_documents_sent_again_skipped_and_forced() throws Exception {
         String payload = seedPayload(1000);
         assertThat(Http.post(18184, "/send_workq_message/", payload).json().get("published").asInt()).isEqualTo(1000);
         await().atMost(Duration.ofSeconds(90)).until(() -> docs.countDocuments() == 1000);
@@ -98,8 +98,18 @@ class EndToEndTest {
         }
         assertThat(stored).isEqualTo(expected);
 
-        // the same 1,000 again: every document is updated, none added
-        assertThat(Http.post(18184, "/send_workq_message/", payload.getBytes(StandardCharsets.UTF_8)).status()).isEqualTo(200);
+        // the same 1,000 again: each result is stored from the same request, so none is generated again
+        long calls = sims.stream().mapToLong(LlmSimulator::posts).sum();
+        Http.Answer again = Http.post(18184, "/send_workq_message/", payload.getBytes(StandardCharsets.UTF_8));
+        assertThat(again.status()).isEqualTo(200);
+        assertThat(again.json().get("published").asInt()).isZero();
+        assertThat(again.json().get("skipped").asInt()).isEqualTo(1000);
+        assertThat(broker.count("test_e2e_tasks")).isZero();
+        assertThat(sims.stream().mapToLong(LlmSimulator::posts).sum()).isEqualTo(calls);
+
+        // forced: every document is generated again and updated, none added
+        assertThat(Http.post(18184, "/send_workq_message/?force=true", payload.getBytes(StandardCharsets.UTF_8)).json()
+                .get("published").asInt()).isEqualTo(1000);
         await().atMost(Duration.ofSeconds(90)).until(() -> broker.count("test_e2e_tasks") == 0 && broker.count("test_e2e_results") == 0
                                                             && docs.countDocuments(new Document("$expr",
                 new Document("$gt", List.of("$updated_at", "$created_at")))) == 1000);

@@ -49,7 +49,8 @@ class HawtioIT {
     static final String TASKS = "test_hawtio_tasks";
     static final String RESULTS = "test_hawtio_results";
     static final List<String> ROUTES = List.of("ingest-http-api-tasks", "ingest-http-send-workq-message", "ingest-file-inbox",
-                                               "ingest-http-progress", "worker-tasks", "llm-gateway", "collector-results");
+                                               "ingest-http-progress", "worker-tasks", "llm-gateway", "llm-backend-1",
+                                               "llm-request-openai", "llm-request-chatglm", "collector-results");
     static final ObjectMapper JSON = new ObjectMapper();
 
     /** {route id: Completed} as the Routes table shows it right now (empty while it is not on screen). */
@@ -117,7 +118,8 @@ class HawtioIT {
                         .ignoreExceptions().until(() -> {
                             table[0] = JSON.readTree(browser.eval(ROUTES_TABLE).asText());
                             return table[0].get("ingest-http-api-tasks").asLong() > before
-                                   && table[0].get("worker-tasks").asLong() >= 40 && table[0].get("llm-gateway").asLong() >= 40;
+                                   && table[0].get("worker-tasks").asLong() >= 40 && table[0].get("llm-gateway").asLong() >= 40
+                                   && table[0].get("llm-backend-1").asLong() >= 40;
                         });
                 String page = browser.eval("document.body.innerText").asText();
                 assertThat(page).contains(ROUTES).contains("Completed", "Failed", "InFlight").doesNotContain("Log in");

@@ -1,13 +1,11 @@
 package io.llmbatch.collector;
 
+import io.llmbatch.mongo.WriteConcerns;
 import io.llmbatch.ops.Meters;
 import java.io.IOException;
 import java.nio.charset.StandardCharsets;
-import java.security.MessageDigest;
-import java.security.NoSuchAlgorithmException;
 import java.util.ArrayList;
 import java.util.Date;
-import java.util.HexFormat;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
@@ -15,12 +13,12 @@ import java.util.Map;
 import com.mongodb.ErrorCategory;
 import com.mongodb.MongoBulkWriteException;
 import com.mongodb.MongoException;
+import com.mongodb.MongoWriteConcernException;
+import com.mongodb.bulk.WriteConcernError;
 import com.mongodb.bulk.BulkWriteError;
 import com.mongodb.client.MongoCollection;
 import com.mongodb.client.model.BulkWriteOptions;
 import com.mongodb.client.model.Filters;
-import com.mongodb.client.model.IndexOptions;
-import com.mongodb.client.model.Indexes;
 import com.mongodb.client.model.UpdateOneModel;
 import com.mongodb.client.model.UpdateOptions;
 import com.mongodb.client.model.WriteModel;
@@ -48,34 +46,55 @@ public class Collector {
     private static final BulkWriteOptions UNORDERED = new BulkWriteOptions().ordered(false);
 
     private final MongoCollection<Document> collection;
+    /** The collections of other jobs (results carrying x-llmbatch-collection), each with its indexes checked once. */
+    private final java.util.function.Function<String, Target> targets;
     private final String defaultModel;
     private final ConfirmingPublisher publisher;
     private final java.util.concurrent.atomic.AtomicLong stored = new java.util.concurrent.atomic.AtomicLong();
     private final String deadLetterQueue;
     private final CamelContext camelContext;
-    private volatile boolean indexed;
+    private volatile CollectionIndexes indexes;
+    private volatile String writeProblem;
+
+    /** Where a group of results goes: a collection and its indexes (whose lock keeps index work and writes apart). */
+    public record Target(MongoCollection<Document> collection, CollectionIndexes indexes) {
+    }
 
     public Collector(MongoCollection<Document> collection, String defaultModel, ConfirmingPublisher publisher,
                      String deadLetterQueue, CamelContext camelContext) {
+        this(collection, null, defaultModel, publisher, deadLetterQueue, camelContext);
+    }
+
+    /** @param targets the collection (and its indexes) of another job's results, by name; null: only the default one */
+    public Collector(MongoCollection<Document> collection, java.util.function.Function<String, Target> targets, String defaultModel,
+                     ConfirmingPublisher publisher, String deadLetterQueue, CamelContext camelContext) {
         this.collection = collection;
+        this.targets = targets;
         this.defaultModel = defaultModel;
         this.publisher = publisher;
         this.deadLetterQueue = deadLetterQueue;
         this.camelContext = camelContext;
     }
 
-    /** One result waiting in a batch: its document and how to acknowledge it. */
-    public record Pending(String pid, Document document, Channel channel, long deliveryTag) {
+    /** The indexes' state joins {@link #problem()} (readiness). */
+    public Collector reportingIndexes(CollectionIndexes indexes) {
+        this.indexes = indexes;
+        return this;
+    }
+
+    /**
+     * One result waiting in a batch: its document, its collection (null: the configured one) and how to acknowledge it.
+     */
+    public record Pending(String pid, Document document, Channel channel, long deliveryTag, String collection) {
+
+        public Pending(String pid, Document document, Channel channel, long deliveryTag) {
+            this(pid, document, channel, deliveryTag, null);
+        }
     }
 
     /** The seed's key: lowercase hex MD5 of the UTF-8 bytes of {@code company + model_name}. */
     public static String pid(String company, String modelName) {
-        try {
-            byte[] md5 = MessageDigest.getInstance("MD5").digest((company + modelName).getBytes(StandardCharsets.UTF_8));
-            return HexFormat.of().formatHex(md5);
-        } catch (NoSuchAlgorithmException e) {
-            throw new IllegalStateException(e);
-        }
+        return io.llmbatch.jobs.Jobs.md5(company + modelName);
     }
 
     /** Parses a result into the document to store; a malformed one is refused (and dead-lettered by the route). */
@@ -93,84 +112,259 @@ public class Collector {
         } catch (RuntimeException e) {
             throw new MalformedResultException("result is not valid JSON: " + e.getMessage());
         }
-        Object company = doc.get("company");
-        if (!(company instanceof String name) || name.isBlank()) {
-            throw new MalformedResultException("result has no 'company' (a non-empty string)");
-        }
         Object model = doc.get("model_name");
         String modelName = model instanceof String m && !m.isBlank() ? m : defaultModel;
         doc.put("model_name", modelName);
-        String pid = pid(name, modelName);
+        // a result of a job rendered at ingest carries its key and collection; one in the seed's form has a company
+        String pid = exchange.getMessage().getHeader(io.llmbatch.jobs.Jobs.PID, String.class);
+        String target = exchange.getMessage().getHeader(io.llmbatch.jobs.Jobs.COLLECTION, String.class);
+        if (pid == null) {
+            Object company = doc.get("company");
+            if (!(company instanceof String name) || name.isBlank()) {
+                throw new MalformedResultException("result has no 'company' (a non-empty string)");
+            }
+            pid = pid(name, modelName);
+        } else if (!pid.matches("[0-9a-f]{32}")) {
+            throw new MalformedResultException("result's x-llmbatch-pid is not an md5: " + pid);
+        }
         doc.put("pid", pid);
         doc.remove("_id");
         doc.remove("created_at");
         doc.remove("updated_at");
-        return new Pending(pid, doc, channel(exchange), deliveryTag(exchange));
+        if (target != null && (target.equals(collection.getNamespace().getCollectionName()) || targets == null)) {
+            target = null;
+        }
+        return new Pending(pid, doc, channel(exchange), deliveryTag(exchange), target);
     }
 
     /**
      * Writes a batch as one unordered bulk upsert keyed by {@code pid} and acknowledges its results afterwards.
      * While MongoDB fails the batch is retried with backoff and nothing is acknowledged, so the broker stops
-     * delivering once the prefetch is used up: intake pauses until MongoDB is back. A document MongoDB refuses
-     * for itself (not for being down) is dead-lettered with the refusal, so it cannot block the collector.
+     * delivering once the prefetch is used up: what waits behind a failing write is bounded by the consumers'
+     * prefetch. Before every attempt the results whose channel has closed (the broker's consumer timeout, a broker
+     * restart) leave the batch: the broker redelivers them, so writing them here too would write them twice, and
+     * their acknowledgement could not be sent anyway. A document MongoDB refuses for itself (not for being down) is
+     * dead-lettered with the refusal, so it cannot block the collector. A write that is applied but not acknowledged
+     * as {@code llmbatch.mongodb.write-concern} asks is not stored yet: it is retried, and reported as the reason
+     * readiness is DOWN, like a refusal that retrying cannot end (no permission). Whatever escapes (the collector
+     * stopping, an unexpected error) sends every result still held back to the queue at once.
      */
     public int write(List<Pending> batch) {
-        // the same company twice in one batch: keep the last (two upserts of one new pid in one bulk can collide)
-        Map<String, Pending> byPid = new LinkedHashMap<>();
+        Map<String, List<Pending>> byCollection = new LinkedHashMap<>();
         for (Pending p : batch) {
-            byPid.put(p.pid(), p);
+            byCollection.computeIfAbsent(p.collection() == null ? "" : p.collection(), k -> new ArrayList<>()).add(p);
         }
-        List<Pending> toWrite = new ArrayList<>(byPid.values());
-        long backoff = 500;
-        while (!toWrite.isEmpty()) {
+        if (byCollection.size() == 1 && byCollection.containsKey("")) {
+            return write(new Target(collection, indexes), batch);
+        }
+        int written = 0;
+        List<List<Pending>> groups = new ArrayList<>(byCollection.values());
+        for (int g = 0; g < groups.size(); g++) {
+            List<Pending> group = groups.get(g);
+            String name = group.get(0).collection();
             try {
-                ensureIndexes();
-                collection.bulkWrite(upserts(toWrite), UNORDERED);
-                toWrite = List.of();
-            } catch (MongoBulkWriteException e) {
-                // unordered: every operation without an error was applied
-                List<Pending> again = new ArrayList<>();
-                for (BulkWriteError error : e.getWriteErrors()) {
-                    Pending p = toWrite.get(error.getIndex());
-                    if (error.getCategory() == ErrorCategory.DUPLICATE_KEY) {
-                        again.add(p); // two collectors upserting a new pid at once: the retry updates
-                    } else {
-                        refused(p, "MongoDB refused the document: " + error.getMessage());
+                written += write(name == null ? new Target(collection, indexes) : targets.apply(name), group);
+            } catch (RuntimeException | Error e) {
+                for (List<Pending> rest : groups.subList(g + 1, groups.size())) { // not written: back to the queue too
+                    Map<String, List<Pending>> left = new LinkedHashMap<>();
+                    rest.forEach(p -> left.computeIfAbsent(p.pid(), k -> new ArrayList<>()).add(p));
+                    nack(left);
+                }
+                throw e;
+            }
+        }
+        return written;
+    }
+
+    /** Writes one collection's share of a batch (see {@link #write(List)}). */
+    private int write(Target target, List<Pending> batch) {
+        // per pid, every delivery carrying it (the same company twice in one batch: the last one is written, since
+        // two upserts of one new pid in one bulk can collide, and all of them are acknowledged)
+        Map<String, List<Pending>> byPid = new LinkedHashMap<>();
+        for (Pending p : batch) {
+            byPid.computeIfAbsent(p.pid(), k -> new ArrayList<>()).add(p);
+        }
+        java.util.Set<String> unwritten = new java.util.LinkedHashSet<>(byPid.keySet());
+        int dropped = 0;
+        boolean wrote = false;
+        long backoff = 500;
+        try {
+            while (true) {
+                dropped += dropClosed(byPid, unwritten);
+                if (unwritten.isEmpty()) {
+                    break;
+                }
+                List<Pending> toWrite = new ArrayList<>(unwritten.size());
+                for (String pid : unwritten) {
+                    List<Pending> deliveries = byPid.get(pid);
+                    toWrite.add(deliveries.get(deliveries.size() - 1));
+                }
+                String failure;
+                try {
+                    bulkWrite(target, toWrite);
+                    unwritten.clear();
+                    wrote = true;
+                    continue;
+                } catch (MongoBulkWriteException e) {
+                    // unordered: every operation without an error was applied
+                    java.util.Set<String> again = new java.util.LinkedHashSet<>();
+                    for (BulkWriteError error : e.getWriteErrors()) {
+                        Pending p = toWrite.get(error.getIndex());
+                        if (error.getCategory() == ErrorCategory.DUPLICATE_KEY) {
+                            again.add(p.pid()); // two collectors upserting a new pid at once: the retry updates
+                        } else {
+                            refused(p, "MongoDB refused the document: " + error.getMessage());
+                            unwritten.remove(p.pid());
+                        }
                     }
+                    WriteConcernError wce = e.getWriteConcernError();
+                    if (wce == null) {
+                        unwritten.retainAll(again);
+                        continue; // only duplicate-key races left: retry those at once
+                    }
+                    failure = writeConcernFailure(wce);
+                } catch (MongoWriteConcernException e) {
+                    failure = writeConcernFailure(e.getWriteConcernError());
+                } catch (MongoException e) {
+                    if (!camelContext.isStarted() || camelContext.isStopping()) {
+                        throw e;
+                    }
+                    String permanent = MongoErrors.permanent(e);
+                    failure = permanent != null ? permanent : e.getMessage();
+                    report(failure, permanent != null, false);
+                } catch (RuntimeException e) {
+                    // the driver cannot even encode the bulk (e.g. a document over 16 MB): find the culprit(s) one by one
+                    for (Pending p : toWrite) {
+                        try {
+                            bulkWrite(target, List.of(p));
+                            unwritten.remove(p.pid());
+                        } catch (MongoException retry) {
+                            // written with the others at the next attempt
+                        } catch (RuntimeException bad) {
+                            refused(p, "cannot write the document to MongoDB: " + bad);
+                            unwritten.remove(p.pid());
+                        }
+                    }
+                    continue;
                 }
-                toWrite = e.getWriteConcernError() != null ? toWrite : again;
-            } catch (MongoException e) {
                 if (!camelContext.isStarted() || camelContext.isStopping()) {
-                    LOG.warn("Stopping with a batch of {} unwritten: they stay unacknowledged and return to the queue", batch.size());
-                    throw e;
+                    throw new IllegalStateException("stopping with " + unwritten.size() + " result(s) not stored: " + failure);
                 }
-                LOG.warn("MongoDB write of {} result(s) failed, retrying in {} ms (nothing acknowledged): {}", toWrite.size(),
-                        backoff, e.getMessage());
+                LOG.warn("MongoDB write of {} result(s) failed, retrying in {} ms (nothing acknowledged): {}", unwritten.size(),
+                        backoff, failure);
                 Meters.retried("mongodb");
                 sleep(backoff);
                 backoff = Math.min(backoff * 2, MAX_BACKOFF_MILLIS);
-            } catch (RuntimeException e) {
-                // the driver cannot even encode the bulk (e.g. a document over 16 MB): find the culprit(s) one by one
-                List<Pending> again = new ArrayList<>();
-                for (Pending p : toWrite) {
-                    try {
-                        collection.bulkWrite(upserts(List.of(p)), UNORDERED);
-                    } catch (MongoException retry) {
-                        again.add(p);
-                    } catch (RuntimeException bad) {
-                        refused(p, "cannot write the document to MongoDB: " + bad);
-                    }
-                }
-                toWrite = again;
+            }
+        } catch (RuntimeException | Error e) {
+            int requeued = nack(byPid);
+            LOG.warn("{} result(s) of a batch not stored ({}): back to the queue now", requeued, e.toString());
+            throw e;
+        }
+        if (wrote && writeProblem != null) {
+            LOG.info("MongoDB takes writes again");
+            writeProblem = null;
+        }
+        if (dropped > 0) {
+            LOG.info("{} result(s) left their batch unwritten: their channel closed while MongoDB failed, the broker redelivers them",
+                    dropped);
+        }
+        int acknowledged = 0;
+        for (List<Pending> deliveries : byPid.values()) {
+            for (Pending p : deliveries) {
+                ack(p.channel(), p.deliveryTag());
+                acknowledged++;
             }
         }
-        for (Pending p : batch) {
-            ack(p.channel(), p.deliveryTag());
+        Meters.stored(acknowledged);
+        stored.addAndGet(acknowledged);
+        LOG.debug("Stored {} result(s) ({} distinct)", acknowledged, byPid.size());
+        return acknowledged;
+    }
+
+    /** One unordered bulk upsert, while no index work of this process runs. */
+    private static void bulkWrite(Target target, List<Pending> pendings) {
+        CollectionIndexes i = target.indexes();
+        java.util.concurrent.locks.Lock lock = i == null ? null : i.writes();
+        if (lock != null) {
+            lock.lock();
         }
-        Meters.stored(batch.size());
-        stored.addAndGet(batch.size());
-        LOG.debug("Stored {} result(s) ({} distinct)", batch.size(), byPid.size());
-        return batch.size();
+        try {
+            target.collection().bulkWrite(upserts(pendings), UNORDERED);
+        } finally {
+            if (lock != null) {
+                lock.unlock();
+            }
+        }
+    }
+
+    /** Removes the deliveries whose channel has closed; a pid without deliveries is no longer written. */
+    private static int dropClosed(Map<String, List<Pending>> byPid, java.util.Set<String> unwritten) {
+        int dropped = 0;
+        for (java.util.Iterator<Map.Entry<String, List<Pending>>> it = byPid.entrySet().iterator(); it.hasNext(); ) {
+            Map.Entry<String, List<Pending>> e = it.next();
+            int before = e.getValue().size();
+            e.getValue().removeIf(p -> p.channel() != null && !p.channel().isOpen());
+            dropped += before - e.getValue().size();
+            if (e.getValue().isEmpty()) {
+                it.remove();
+                unwritten.remove(e.getKey());
+            }
+        }
+        return dropped;
+    }
+
+    /** Applied on the primary but not acknowledged as asked: not durable yet, so not acknowledged to the broker. */
+    private String writeConcernFailure(WriteConcernError error) {
+        String failure = "write concern " + writeConcern() + " not satisfied: " + MongoErrors.describe(error);
+        report(failure, MongoErrors.permanent(error), true);
+        return failure;
+    }
+
+    /** A refusal or an unsatisfied write concern is the reason readiness is DOWN until a write goes through. */
+    private void report(String failure, boolean permanent, boolean writeConcern) {
+        if (!permanent && !writeConcern) {
+            return; // MongoDB unreachable: the cluster state says so already
+        }
+        String problem = (writeConcern ? "" : "MongoDB refuses writes: ") + failure;
+        if (permanent && !problem.equals(writeProblem)) {
+            LOG.error("{}: nothing is acknowledged, results wait in the queue until this is fixed (readiness DOWN)", problem);
+        }
+        writeProblem = problem;
+    }
+
+    /** Sends every delivery still held back to its queue (requeue), skipping channels that closed (already back). */
+    private static int nack(Map<String, List<Pending>> byPid) {
+        int n = 0;
+        for (List<Pending> deliveries : byPid.values()) {
+            for (Pending p : deliveries) {
+                if (p.channel() == null || p.deliveryTag() < 0 || !p.channel().isOpen()) {
+                    continue;
+                }
+                try {
+                    p.channel().basicNack(p.deliveryTag(), false, true);
+                    n++;
+                } catch (IOException | RuntimeException e) {
+                    LOG.warn("Cannot requeue a result (it returns when its channel closes): {}", e.toString());
+                }
+            }
+        }
+        return n;
+    }
+
+    /**
+     * Why MongoDB cannot take the collector's writes, or its indexes are not as they must be, when retrying cannot
+     * end it by itself; null when all is well. Readiness is DOWN while this says something.
+     */
+    public String problem() {
+        String w = writeProblem;
+        String i = indexes == null ? null : indexes.problem();
+        return w == null ? i : i == null ? w : w + "; " + i;
+    }
+
+    /** The write concern of the writes, as configured. */
+    public String writeConcern() {
+        return WriteConcerns.describe(collection.getWriteConcern());
     }
 
     private static List<WriteModel<Document>> upserts(List<Pending> pendings) {
@@ -210,16 +404,6 @@ public class Collector {
             return collection.estimatedDocumentCount();
         } catch (RuntimeException e) {
             return -1;
-        }
-    }
-
-    /** Unique index on pid, indexes on company and model_name; idempotent, retried until MongoDB answers. */
-    public void ensureIndexes() {
-        if (!indexed) {
-            collection.createIndex(Indexes.ascending("pid"), new IndexOptions().unique(true).name("pid_unique"));
-            collection.createIndex(Indexes.ascending("company"), new IndexOptions().name("company"));
-            collection.createIndex(Indexes.ascending("model_name"), new IndexOptions().name("model_name"));
-            indexed = true;
         }
     }
 

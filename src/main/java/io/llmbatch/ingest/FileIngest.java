@@ -37,6 +37,7 @@ import org.apache.commons.csv.CSVRecord;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
+import io.llmbatch.jobs.TaskRenderer;
 import io.llmbatch.rabbit.ConfirmingPublisher;
 import io.llmbatch.rabbit.MessageRefusedException;
 import io.llmbatch.rabbit.OutboundMessage;
@@ -44,7 +45,10 @@ import io.llmbatch.rabbit.PublishException;
 
 /**
  * Streams one inbox file ({@code .csv} with a header row, {@code .jsonl}/{@code .ndjson}, {@code .json} array)
- * onto the tasks queue with publisher confirms, never holding more than the confirm window in memory.
+ * onto the tasks queue with publisher confirms, never holding more than the confirm window in memory. A file in
+ * {@code inbox/<job>/} holds tasks of that job, one in the inbox itself tasks of the job each names (else the default
+ * job); each task is rendered for its job, and one whose result is stored from the same request is skipped unless the
+ * file's name has {@code .force.} in it ({@code companies.force.csv}).
  *
  * <p>A bad record goes to {@code .done/<file>.rejects.jsonl} with its line number and reason and the rest of
  * the file goes on. A broker failure does not fail the file: publishing resumes after the last confirmed
@@ -61,27 +65,31 @@ public class FileIngest {
 
     private final ConfirmingPublisher publisher;
     private final String queue;
-    private final List<String> requiredFields;
+    private final TaskRenderer renderer;
     private final Charset charset;
     private final int maxRecordChars;
     private final CamelContext camelContext;
 
-    public FileIngest(ConfirmingPublisher publisher, String queue, List<String> requiredFields, Charset charset,
+    /** Tasks rendered and admitted together: one ledger round trip to MongoDB per this many records. */
+    private static final int ADMIT_BATCH = 500;
+
+    public FileIngest(ConfirmingPublisher publisher, String queue, TaskRenderer renderer, Charset charset,
                       int maxRecordChars, CamelContext camelContext) {
         this.publisher = publisher;
         this.queue = queue;
-        this.requiredFields = List.copyOf(requiredFields);
+        this.renderer = renderer;
         this.charset = charset;
         this.maxRecordChars = maxRecordChars;
         this.camelContext = camelContext;
     }
 
     /** Counts of one file, as logged and set as headers on the exchange. */
-    public record Counts(String file, long read, long published, long rejected, Path rejects, long millis) {
+    public record Counts(String file, String job, long read, long published, long skipped, long rejected, Path rejects, long millis) {
         @Override
         public String toString() {
-            return "read " + read + ", published " + published + ", rejected " + rejected
-                   + (rejected > 0 ? " (see " + rejects + ")" : "") + " in " + millis + " ms";
+            return "read " + read + ", published " + published + ", skipped " + skipped + " (stored from the same request), rejected "
+                   + rejected + (rejected > 0 ? " (see " + rejects + ")" : "") + " in " + millis + " ms"
+                   + (job != null ? " (job " + job + ")" : "");
         }
     }
 
@@ -118,6 +126,8 @@ public class FileIngest {
     public Counts ingest(Exchange exchange) {
         File file = exchange.getMessage().getBody(File.class);
         String name = file.getName();
+        String job = jobOf(exchange.getMessage().getHeader(Exchange.FILE_NAME, String.class));
+        boolean force = name.toLowerCase(Locale.ROOT).contains(".force.");
         Path rejects = file.toPath().resolveSibling(".done").resolve(name + ".rejects.jsonl");
         long start = System.nanoTime();
         InboxPosition position;
@@ -131,15 +141,15 @@ public class FileIngest {
         InboxPosition.Saved saved = position.load();
         if (saved != null) {
             progress.resume(saved);
-            LOG.info("Inbox {}: resuming after record {} ({} task(s) confirmed, {} rejected before it stopped)",
-                    name, saved.doneThrough() + 1, saved.published(), saved.rejected());
+            LOG.info("Inbox {}: resuming after record {} ({} task(s) confirmed, {} skipped, {} rejected before it stopped)",
+                    name, saved.doneThrough() + 1, saved.published(), saved.skipped(), saved.rejected());
         }
         java.util.function.BooleanSupplier stopping = stopRequested(exchange);
         long backoff = 1000;
         try {
             while (!progress.stopped) {
-                try (Records records = open(file.toPath(), name)) {
-                    publisher.publish(queue, new TaskMessages(records, name, progress, stopping), inFlight, progress::confirmed);
+                try (Records records = open(file.toPath(), name, job)) {
+                    publisher.publish(queue, new TaskMessages(records, name, job, force, progress, stopping), inFlight, progress::confirmed);
                     break;
                 } catch (MessageRefusedException e) {
                     // the broker refused this record for itself (its size over the broker's own limit): reject it and
@@ -185,20 +195,51 @@ public class FileIngest {
                 return LOWEST;
             }
         });
-        Counts counts = new Counts(name, progress.read, progress.published, progress.rejected, rejects,
+        Counts counts = new Counts(name, job, progress.read, progress.published, progress.skipped, progress.rejected, rejects,
                 (System.nanoTime() - start) / 1_000_000);
         LOG.info("Inbox {}: {}", name, counts);
         var msg = exchange.getMessage();
         msg.setHeader("llmbatchRead", counts.read());
         msg.setHeader("llmbatchPublished", counts.published());
         msg.setHeader("llmbatchRejected", counts.rejected());
+        msg.setHeader("llmbatchSkipped", counts.skipped());
         return counts;
     }
 
-    /** The text of {@code .failed/<file>.error.txt}, from the exception the route caught. */
+    /**
+     * The job a file's place names: {@code inbox/<job>/<file>} that job (its {@code jobs/<job>.yaml} must exist), a file
+     * in the inbox itself none (each task's {@code job} field, else the default job).
+     *
+     * @param relative the file's path relative to the inbox ({@code CamelFileName})
+     */
+    private String jobOf(String relative) {
+        String path = relative == null ? "" : relative.replace('\\', '/');
+        int slash = path.indexOf('/');
+        if (slash < 0) {
+            return null;
+        }
+        if (path.indexOf('/', slash + 1) >= 0) {
+            throw new FileIngestException("inbox files go in the inbox or in inbox/<job>/, not deeper: " + relative, 0, null);
+        }
+        String job = path.substring(0, slash);
+        try {
+            renderer.jobs().get(job);
+        } catch (io.llmbatch.jobs.Jobs.UnknownJobException e) {
+            throw new FileIngestException("the directory " + job + "/ names no job: " + e.getMessage(), 0, e);
+        }
+        return job;
+    }
+
+    /**
+     * The text of {@code .failed/<file>.error.txt}, from the exception the route caught; its path relative to the inbox
+     * (beside the failed file) in header {@code llmbatchReport}.
+     */
     public String errorReport(Exchange exchange) {
         Exception e = exchange.getProperty(Exchange.EXCEPTION_CAUGHT, Exception.class);
         String name = exchange.getMessage().getHeader(Exchange.FILE_NAME_ONLY, String.class);
+        String relative = String.valueOf(exchange.getMessage().getHeader(Exchange.FILE_NAME, name, String.class)).replace('\\', '/');
+        String dir = relative.contains("/") ? relative.substring(0, relative.lastIndexOf('/') + 1) : "";
+        exchange.getMessage().setHeader("llmbatchReport", dir + ".failed/" + name + ".error.txt");
         StringBuilder report = new StringBuilder()
                 .append("file: ").append(name).append('\n')
                 .append("failed at: ").append(java.time.OffsetDateTime.now()).append('\n')
@@ -206,8 +247,8 @@ public class FileIngest {
         if (e instanceof FileIngestException fe) {
             report.append("tasks confirmed before the failure: ").append(fe.confirmed()).append('\n');
             if (fe.confirmed() > 0) {
-                report.append("dropping the file into the inbox again publishes those again; the collector's upsert by pid "
-                              + "keeps one document per company\n");
+                report.append("dropping the file into the inbox again publishes only those not yet stored (the job's ledger skips "
+                              + "the rest); the collector's upsert by pid keeps one document per task either way\n");
             }
         }
         LOG.error("Inbox {} failed, moved to .failed/: {}", name, e == null ? "unknown" : e.getMessage());
@@ -266,10 +307,10 @@ public class FileIngest {
     interface Records extends Iterator<Record>, Closeable {
     }
 
-    private Records open(Path path, String name) throws IOException {
+    private Records open(Path path, String name, String job) throws IOException {
         String lower = name.toLowerCase(Locale.ROOT);
         if (lower.endsWith(".csv")) {
-            return new CsvRecords(reader(path));
+            return new CsvRecords(reader(path), job);
         } else if (lower.endsWith(".jsonl") || lower.endsWith(".ndjson")) {
             return new JsonLinesRecords(reader(path), maxRecordChars);
         } else if (lower.endsWith(".json")) {
@@ -296,7 +337,8 @@ public class FileIngest {
 
         private final RecordGuard guard;
 
-        CsvRecords(Reader reader) throws IOException {
+        /** @param job the job the file's directory names, or null */
+        CsvRecords(Reader reader, String job) throws IOException {
             BufferedReader in = new BufferedReader(reader, 1 << 16);
             in.mark(1);
             if (in.read() != '\uFEFF') { // a UTF-8 byte order mark, as spreadsheet exports write, is not part of the header
@@ -312,13 +354,17 @@ public class FileIngest {
             nextLine = 2;
             guard.recordDone();
             this.header = parser.getHeaderNames();
+            // the columns the file's job needs (a file with a job column names the job per row: checked per row)
+            List<String> required = job == null && header.contains("job") ? List.of()
+                    : renderer.jobs().get(job != null ? job : renderer.jobs().defaultJobName()).requiredFields();
             if (header.isEmpty()) {
-                throw new IOException("empty file: a CSV needs a header row (" + String.join(",", requiredFields) + ", ...)");
+                throw new IOException("empty file: a CSV needs a header row (" + String.join(",", required) + ", ...)");
             }
-            List<String> missing = new ArrayList<>(requiredFields);
+            List<String> missing = new ArrayList<>(required);
             missing.removeAll(header);
             if (!missing.isEmpty()) {
-                throw new IOException("the header row lacks required column(s) " + missing + "; it has " + header);
+                throw new IOException("the header row lacks required column(s) " + missing + " of job "
+                                      + (job != null ? job : renderer.jobs().defaultJobName()) + "; it has " + header);
             }
             if (new HashSet<>(header).size() != header.size()) {
                 throw new IOException("the header row names a column twice: " + header);
@@ -587,6 +633,7 @@ public class FileIngest {
         long read;
         long rejected;
         long published;
+        long skipped;
         /** Every position up to this one is done. */
         long doneThrough = -1;
         long savedThrough = -1;
@@ -604,6 +651,7 @@ public class FileIngest {
             read = doneThrough + 1;
             published = saved.published();
             rejected = saved.rejected();
+            skipped = saved.skipped();
             rejectsBytes = saved.rejectsBytes();
             resumed = true;
             try (var channel = java.nio.channels.FileChannel.open(rejectsPath, StandardOpenOption.WRITE)) {
@@ -626,7 +674,7 @@ public class FileIngest {
             } catch (IOException e) {
                 throw new UncheckedIOException("cannot write rejects file " + rejectsPath, e);
             }
-            position.save(new InboxPosition.Saved(doneThrough, published, rejected, rejectsBytes));
+            position.save(new InboxPosition.Saved(doneThrough, published, rejected, skipped, rejectsBytes));
             savedThrough = doneThrough;
         }
 
@@ -637,6 +685,12 @@ public class FileIngest {
         void confirmed(long position) {
             published++;
             io.llmbatch.ops.Meters.ingested("file", 1);
+            done(position);
+        }
+
+        /** A task not sent: its result is stored from the same request already. */
+        void skipped(long position) {
+            skipped++;
             done(position);
         }
 
@@ -686,17 +740,28 @@ public class FileIngest {
         }
     }
 
-    /** Turns records into messages, skipping what a previous attempt already confirmed, writing rejects. */
+    /**
+     * Turns records into messages, skipping what a previous attempt already confirmed, writing rejects. Records are
+     * read, checked and rendered {@link #ADMIT_BATCH} at a time, and each block is entered in the jobs' ledgers at
+     * once; a task whose result is stored from the same request is marked done without being sent.
+     */
     private final class TaskMessages implements Iterator<OutboundMessage> {
         private final Records records;
         private final String name;
+        private final String job;
+        private final boolean force;
         private final Progress progress;
         private final java.util.function.BooleanSupplier stopping;
-        private OutboundMessage next;
+        private final java.util.ArrayDeque<OutboundMessage> ready = new java.util.ArrayDeque<>();
+        /** The file failed to read after the records of the block: thrown once they are published. */
+        private RuntimeException failure;
 
-        TaskMessages(Records records, String name, Progress progress, java.util.function.BooleanSupplier stopping) {
+        TaskMessages(Records records, String name, String job, boolean force, Progress progress,
+                     java.util.function.BooleanSupplier stopping) {
             this.records = records;
             this.name = name;
+            this.job = job;
+            this.force = force;
             this.progress = progress;
             this.stopping = stopping;
         }
@@ -704,34 +769,59 @@ public class FileIngest {
         /** Ends early when a stop is requested: the publisher then settles what it sent, and the file stops there. */
         @Override
         public boolean hasNext() {
-            while (next == null && records.hasNext()) {
-                if (stopping.getAsBoolean()) {
-                    progress.stopped = true;
-                    return false;
-                }
-                Record r = records.next();
-                if (r.position() >= progress.read) {
-                    progress.read = r.position() + 1;
-                    if (progress.read % PROGRESS_EVERY == 0) {
-                        LOG.info("Inbox {}: {} records read, {} rejected so far", name, progress.read, progress.rejected);
+            while (ready.isEmpty() && failure == null && records.hasNext()) {
+                List<TaskRenderer.Prepared> block = new ArrayList<>(ADMIT_BATCH);
+                while (block.size() < ADMIT_BATCH) {
+                    if (stopping.getAsBoolean()) {
+                        progress.stopped = true;
+                        break;
+                    }
+                    Record r;
+                    try {
+                        if (!records.hasNext()) {
+                            break;
+                        }
+                        r = records.next();
+                    } catch (RuntimeException e) {
+                        failure = e; // the records before it go first, so the error report counts them
+                        break;
+                    }
+                    if (r.position() >= progress.read) {
+                        progress.read = r.position() + 1;
+                        if (progress.read % PROGRESS_EVERY == 0) {
+                            LOG.info("Inbox {}: {} records read, {} skipped, {} rejected so far", name, progress.read,
+                                    progress.skipped, progress.rejected);
+                        }
+                    }
+                    if (progress.isDone(r.position())) {
+                        continue; // confirmed, skipped or rejected before a resume
+                    }
+                    TaskRenderer.Prepared p = r.problem() != null ? new TaskRenderer.Prepared(null, null, r.problem())
+                            : renderer.prepare(r.task(), job, "file:" + name + ":" + r.line(), r.position(), false);
+                    if (p.problem() != null) {
+                        progress.reject(new Record(r.position(), r.line(), null, p.problem(), r.raw()));
+                    } else {
+                        block.add(p);
                     }
                 }
-                if (progress.isDone(r.position())) {
-                    continue; // confirmed or rejected before a resume
+                java.util.Set<Long> sent = new java.util.HashSet<>();
+                for (TaskRenderer.Prepared p : renderer.admit(block, force)) {
+                    sent.add(p.message().position());
+                    ready.add(p.message());
                 }
-                String problem = r.problem() != null ? r.problem() : Tasks.problem(r.task(), requiredFields);
-                OutboundMessage m = null;
-                if (problem == null) {
-                    m = Tasks.toMessage((ObjectNode) r.task(), "file:" + name + ":" + r.line(), r.position());
-                    problem = Tasks.refusal(publisher, m, r.task());
+                for (TaskRenderer.Prepared p : block) {
+                    if (!sent.contains(p.message().position())) {
+                        progress.skipped(p.message().position());
+                    }
                 }
-                if (problem != null) {
-                    progress.reject(new Record(r.position(), r.line(), null, problem, r.raw()));
-                } else {
-                    next = m;
+                if (progress.stopped) {
+                    break;
                 }
             }
-            return next != null;
+            if (ready.isEmpty() && failure != null) {
+                throw failure;
+            }
+            return !ready.isEmpty();
         }
 
         @Override
@@ -739,9 +829,7 @@ public class FileIngest {
             if (!hasNext()) {
                 throw new NoSuchElementException();
             }
-            OutboundMessage m = next;
-            next = null;
-            return m;
+            return ready.poll();
         }
     }
 

@@ -18,12 +18,14 @@ import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.MappingIterator;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import org.apache.camel.Exchange;
+import org.apache.camel.Header;
 import org.apache.camel.Message;
 import io.vertx.core.buffer.Buffer;
 import io.vertx.core.http.HttpServerRequest;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
+import io.llmbatch.jobs.TaskRenderer;
 import io.llmbatch.rabbit.ConfirmingPublisher;
 import io.llmbatch.rabbit.MessageRefusedException;
 import io.llmbatch.rabbit.OutboundMessage;
@@ -31,7 +33,8 @@ import io.llmbatch.rabbit.PublishException;
 
 /**
  * The steps of the HTTP ingest routes: check the caller, parse and validate the whole body (nothing is
- * published unless every message is good), publish with confirms, answer in JSON.
+ * published unless every message is good), render each task for its job, leave out what is stored from the same
+ * request already, publish with confirms, answer in JSON.
  */
 public class HttpIngest {
 
@@ -42,7 +45,7 @@ public class HttpIngest {
     private final ConfirmingPublisher publisher;
     private final String tasksQueue;
     private final Set<String> allowedQueues;
-    private final List<String> requiredFields;
+    private final TaskRenderer renderer;
     private final long maxBody;
     /** Request body bytes held across all requests at once, and the most allowed (beyond it: 429). */
     private final java.util.concurrent.atomic.AtomicLong bytesInFlight = new java.util.concurrent.atomic.AtomicLong();
@@ -54,7 +57,7 @@ public class HttpIngest {
     private final long bodyTimeoutMillis = 120_000;
 
     public HttpIngest(ConfirmingPublisher publisher, String tasksQueue, Set<String> allowedQueues,
-                      List<String> requiredFields, long maxBody, long maxBytesInFlight, String token) {
+                      TaskRenderer renderer, long maxBody, long maxBytesInFlight, String token) {
         if (maxBytesInFlight < maxBody) {
             throw new IllegalArgumentException("llmbatch.ingest.max-bytes-in-flight (" + maxBytesInFlight + ") is below "
                                                + "llmbatch.ingest.max-body (" + maxBody + "): a body of the largest size could never be taken");
@@ -63,16 +66,22 @@ public class HttpIngest {
         this.publisher = publisher;
         this.tasksQueue = tasksQueue;
         this.allowedQueues = Set.copyOf(allowedQueues);
-        this.requiredFields = List.copyOf(requiredFields);
+        this.renderer = renderer;
         this.maxBody = maxBody;
         this.token = token == null || token.isBlank() ? null : token.getBytes(StandardCharsets.UTF_8);
     }
 
     /**
      * Messages parsed from one request, all valid, bound for one queue; {@code where} names a message's place in the
-     * request from its {@link OutboundMessage#position()} ({@code tasks[7]}, {@code line 12}).
+     * request from its {@link OutboundMessage#position()} ({@code tasks[7]}, {@code line 12}); {@code force}: send
+     * every task even when its result is stored from the same request.
      */
-    public record Batch(String queue, List<OutboundMessage> messages, java.util.function.LongFunction<String> where) {
+    public record Batch(String queue, List<TaskRenderer.Prepared> tasks, java.util.function.LongFunction<String> where,
+                        boolean force) {
+    }
+
+    /** What a request published: confirmed messages, and tasks left out because their result is stored already. */
+    public record Published(String queue, long published, long skipped) {
     }
 
     /** Refuses the request (401) when an ingest token is configured and the caller did not present it. */
@@ -259,7 +268,7 @@ public class HttpIngest {
     }
 
     /** {@code POST /send_workq_message/}: the seed's RabbitAgent payload. */
-    public Batch parseWorkqMessage(byte[] body) {
+    public Batch parseWorkqMessage(byte[] body, @Header("force") String force) {
         JsonNode root = readDocument(body);
         if (!root.isObject()) {
             throw new IngestException(400, "expected a JSON object with 'queue' and 'message_list', got " + Tasks.typeOf(root));
@@ -286,12 +295,29 @@ public class HttpIngest {
             throw new IngestException(400, "'message_list' must be a JSON array of messages, got "
                                             + (list == null ? "nothing" : Tasks.typeOf(list)));
         }
-        // the seed's agent carries any message kind (tasks or results): only the envelope rules apply here
-        return validate(queue, list, "message_list", List.of());
+        // the seed's agent carries any message kind: to the task queue each is rendered for its job when it can be
+        // (one it cannot render goes as it came, as the seed's did); to any other queue only the envelope rules apply
+        boolean tasks = queue.equals(tasksQueue);
+        return validate(queue, list, "message_list", flag(force, "force"), (position, task) -> tasks
+                ? renderer.prepare(task, null, "http", position, true) : raw(task, position));
     }
 
-    /** {@code POST /api/tasks}: a JSON array of tasks, or NDJSON (one task object per line). */
-    public Batch parseTasks(byte[] body) {
+    /** {@code POST /api/tasks}: a JSON array of tasks, or NDJSON (one task object per line), each of its job. */
+    public Batch parseTasks(byte[] body, @Header("force") String force) {
+        return parseTasks(body, null, flag(force, "force"));
+    }
+
+    /** {@code POST /api/jobs/{name}/tasks}: as {@code /api/tasks}, every task of job {@code name}. */
+    public Batch parseJobTasks(byte[] body, @Header("name") String job, @Header("force") String force) {
+        try {
+            renderer.jobs().get(job);
+        } catch (io.llmbatch.jobs.Jobs.UnknownJobException e) {
+            throw new IngestException(404, e.getMessage());
+        }
+        return parseTasks(body, job, flag(force, "force"));
+    }
+
+    private Batch parseTasks(byte[] body, String job, boolean force) {
         checkSize(body.length);
         int first = 0;
         while (first < body.length && Character.isWhitespace(body[first])) {
@@ -300,10 +326,11 @@ public class HttpIngest {
         if (first == body.length) {
             throw new IngestException(400, "empty body: expected a JSON array of tasks or NDJSON, one task per line");
         }
+        Checker check = (position, task) -> renderer.prepare(task, job, "http", position, false);
         if (body[first] == '[') {
-            return validate(tasksQueue, readDocument(body), "tasks", requiredFields);
+            return validate(tasksQueue, readDocument(body), "tasks", force, check);
         }
-        Checked checked = new Checked(requiredFields, line -> "line " + line);
+        Checked checked = new Checked(check, line -> "line " + line);
         try (MappingIterator<JsonNode> it = Tasks.JSON.readerFor(JsonNode.class).readValues(body)) {
             while (it.hasNextValue()) {
                 checked.add(it.getParser().currentTokenLocation().getLineNr(), it.nextValue());
@@ -311,7 +338,7 @@ public class HttpIngest {
         } catch (IOException e) {
             throw new IngestException(400, Tasks.describe(e));
         }
-        return checked.toBatch(tasksQueue);
+        return checked.toBatch(tasksQueue, force);
     }
 
     /**
@@ -319,9 +346,11 @@ public class HttpIngest {
      * its size (a limit below llmbatch.ingest.max-message-bytes) is the request's fault, not an outage: 400, saying
      * how many messages before it were stored.
      */
-    public ConfirmingPublisher.Confirmed publish(Batch batch) {
+    public Published publish(Batch batch) {
+        List<TaskRenderer.Prepared> admitted = renderer.admit(batch.tasks(), batch.force());
         try {
-            return publisher.publish(batch.queue(), batch.messages().iterator(), null);
+            ConfirmingPublisher.Confirmed confirmed = publisher.publish(batch.queue(), admitted.stream().map(TaskRenderer.Prepared::message).iterator(), null);
+            return new Published(confirmed.queue(), confirmed.count(), batch.tasks().size() - admitted.size());
         } catch (MessageRefusedException e) {
             io.llmbatch.ops.Meters.ingested("http", e.confirmed());
             throw new IngestException(400, "the broker refused " + batch.where().apply(e.message().position()) + "; " + e.confirmed()
@@ -331,13 +360,18 @@ public class HttpIngest {
         }
     }
 
-    /** {@code 200 {"queue": q, "published": n}} once every message is confirmed. */
-    public String accepted(ConfirmingPublisher.Confirmed confirmed, Exchange exchange) {
-        LOG.info("Published {} message(s) to {} (confirmed)", confirmed.count(), confirmed.queue());
-        io.llmbatch.ops.Meters.ingested("http", confirmed.count());
+    /**
+     * {@code 200 {"queue": q, "published": n, "skipped": s}} once every message is confirmed; {@code skipped}: tasks not
+     * sent because their result is stored from the same request already.
+     */
+    public String accepted(Published published, Exchange exchange) {
+        LOG.info("Published {} message(s) to {} (confirmed){}", published.published(), published.queue(),
+                published.skipped() > 0 ? ", " + published.skipped() + " skipped (stored from the same request)" : "");
+        io.llmbatch.ops.Meters.ingested("http", published.published());
         Map<String, Object> answer = new LinkedHashMap<>();
-        answer.put("queue", confirmed.queue());
-        answer.put("published", confirmed.count());
+        answer.put("queue", published.queue());
+        answer.put("published", published.published());
+        answer.put("skipped", published.skipped());
         return respond(exchange, 200, answer);
     }
 
@@ -357,6 +391,12 @@ public class HttpIngest {
                 answer.put("queue", batch == null ? null : batch.queue());
                 answer.put("published", ie.published());
             }
+        } else if (e instanceof com.mongodb.MongoException me) {
+            status = 503;
+            answer.put("error", "MongoDB unavailable (the job's ledger is written before its tasks are published), nothing "
+                                + "was published: " + me.getMessage());
+            answer.put("published", 0);
+            LOG.warn("Ingest refused, MongoDB unavailable: {}", me.getMessage());
         } else if (e instanceof PublishException pe) {
             status = 503;
             answer.put("error", "broker unavailable: " + pe.getMessage());
@@ -392,53 +432,75 @@ public class HttpIngest {
         }
     }
 
-    private Batch validate(String queue, JsonNode array, String name, List<String> required) {
+    private Batch validate(String queue, JsonNode array, String name, boolean force, Checker check) {
         if (!array.isArray()) {
             throw new IngestException(400, "expected a JSON array of tasks, got " + Tasks.typeOf(array));
         }
-        Checked checked = new Checked(required, i -> name + "[" + i + "]");
+        Checked checked = new Checked(check, i -> name + "[" + i + "]");
         for (int i = 0; i < array.size(); i++) {
             checked.add(i, array.get(i));
         }
-        return checked.toBatch(queue);
+        return checked.toBatch(queue, force);
+    }
+
+    /** Checks one element of a request (and renders it for its job). */
+    private interface Checker {
+        TaskRenderer.Prepared check(long position, JsonNode element);
+    }
+
+    /** A message for a queue other than the task queue: only what any message must be. */
+    private TaskRenderer.Prepared raw(JsonNode message, long position) {
+        String problem = Tasks.problem(message, List.of());
+        if (problem != null) {
+            return new TaskRenderer.Prepared(null, null, problem);
+        }
+        OutboundMessage m = Tasks.toMessage((ObjectNode) message, "http", position);
+        String refusal = Tasks.refusal(publisher, m, message);
+        return refusal != null ? new TaskRenderer.Prepared(null, null, refusal) : new TaskRenderer.Prepared(m, null, null);
     }
 
     /** Messages of one request, checked one by one; the request is refused as a whole if any is bad. */
-    private final class Checked {
-        private final List<String> required;
+    private static final class Checked {
+        private final Checker check;
         private final java.util.function.LongFunction<String> where;
-        private final List<OutboundMessage> messages = new ArrayList<>();
+        private final List<TaskRenderer.Prepared> tasks = new ArrayList<>();
         private final List<String> problems = new ArrayList<>();
         private int bad;
 
-        Checked(List<String> required, java.util.function.LongFunction<String> where) {
-            this.required = required;
+        Checked(Checker check, java.util.function.LongFunction<String> where) {
+            this.check = check;
             this.where = where;
         }
 
         /** One element, at {@code position} in the request (its index, or its line for NDJSON). */
         void add(long position, JsonNode task) {
-            String problem = Tasks.problem(task, required);
-            OutboundMessage message = null;
-            if (problem == null) {
-                message = Tasks.toMessage((ObjectNode) task, "http", position);
-                problem = Tasks.refusal(publisher, message, task);
-            }
-            if (problem != null) {
+            TaskRenderer.Prepared p = check.check(position, task);
+            if (p.problem() != null) {
                 if (bad++ < MAX_DETAILS) {
-                    problems.add(where.apply(position) + ": " + problem);
+                    problems.add(where.apply(position) + ": " + p.problem());
                 }
             } else if (bad == 0) { // once refused, stop keeping messages
-                messages.add(message);
+                tasks.add(p);
             }
         }
 
-        Batch toBatch(String queue) {
+        Batch toBatch(String queue, boolean force) {
             if (bad > 0) {
                 throw new IngestException(400, bad + " invalid message(s), nothing was published", problems);
             }
-            return new Batch(queue, messages, where);
+            return new Batch(queue, tasks, where, force);
         }
+    }
+
+    /** A query parameter that is true or false (absent: false). */
+    private static boolean flag(String value, String name) {
+        if (value == null || value.isBlank() || value.equalsIgnoreCase("false")) {
+            return false;
+        }
+        if (value.equalsIgnoreCase("true") || value.equals("1")) {
+            return true;
+        }
+        throw new IngestException(400, "'" + name + "' must be true or false, got '" + value + "'");
     }
 
     private void checkAllowed(String queue) {

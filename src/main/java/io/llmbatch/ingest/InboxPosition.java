@@ -28,10 +28,10 @@ final class InboxPosition {
     private static final int HEAD_BYTES = 64 * 1024;
 
     /**
-     * A saved position: every record up to {@code doneThrough} (0-based) is confirmed or rejected; the counts so far;
+     * A saved position: every record up to {@code doneThrough} (0-based) is confirmed or rejected; the counts so far (skipped: stored from the same request already);
      * the length of the rejects file that goes with it (lines after it belong to records done again).
      */
-    record Saved(long doneThrough, long published, long rejected, long rejectsBytes) {
+    record Saved(long doneThrough, long published, long rejected, long skipped, long rejectsBytes) {
     }
 
     private final Path path;
@@ -75,7 +75,7 @@ final class InboxPosition {
                 }
             }
             return new Saved(saved.get("done_through").asLong(), saved.get("published").asLong(), saved.get("rejected").asLong(),
-                    saved.get("rejects_bytes").asLong());
+                    saved.path("skipped").asLong(0), saved.get("rejects_bytes").asLong());
         } catch (IOException | RuntimeException e) {
             LOG.warn("Inbox {}: cannot read the saved position {} ({}): starting afresh", name, path, e.getMessage());
             delete();
@@ -89,6 +89,7 @@ final class InboxPosition {
         json.put("done_through", saved.doneThrough());
         json.put("published", saved.published());
         json.put("rejected", saved.rejected());
+        json.put("skipped", saved.skipped());
         json.put("rejects_bytes", saved.rejectsBytes());
         try {
             Files.createDirectories(path.getParent());

@@ -1,6 +1,7 @@
 package io.llmbatch.ingest;
 
 import java.nio.charset.Charset;
+import java.nio.file.Path;
 import java.util.LinkedHashSet;
 import java.util.List;
 
@@ -12,9 +13,16 @@ import org.apache.camel.component.platform.http.spi.PlatformHttpEngine;
 import org.apache.camel.component.platform.http.vertx.VertxPlatformHttpEngine;
 import org.apache.camel.spi.Registry;
 import org.springframework.amqp.rabbit.connection.ConnectionFactory;
+import org.springframework.amqp.rabbit.core.RabbitAdmin;
 
 import io.llmbatch.Roles;
 import io.llmbatch.Wiring;
+import io.llmbatch.jobs.JobStore;
+import io.llmbatch.jobs.Jobs;
+import io.llmbatch.jobs.JobsApi;
+import io.llmbatch.jobs.Redrive;
+import io.llmbatch.jobs.TaskRenderer;
+import io.llmbatch.mongo.MongoConfiguration;
 import io.llmbatch.ops.Progress;
 import io.llmbatch.rabbit.BrokerConfiguration;
 import io.llmbatch.rabbit.ConfirmingPublisher;
@@ -38,8 +46,12 @@ public class IngestConfiguration implements CamelConfiguration {
     String resultsDeadLetterQueue;
     @PropertyInject("llmbatch.ingest.allowed-queues")
     String allowedQueues;
-    @PropertyInject("llmbatch.ingest.required-fields")
-    String requiredFields;
+    @PropertyInject("llmbatch.jobs.dir")
+    String jobsDir;
+    @PropertyInject("llmbatch.jobs.default")
+    String defaultJob;
+    @PropertyInject("llmbatch.llm.model")
+    String defaultModel;
     @PropertyInject("llmbatch.ingest.max-body")
     long maxBody;
     @PropertyInject("llmbatch.ingest.max-bytes-in-flight")
@@ -81,9 +93,21 @@ public class IngestConfiguration implements CamelConfiguration {
                 costCurrency, node.host());
         registry.bind("progress", progress);
         camelContext.addService(progress, true, true);
-        List<String> required = Wiring.list(requiredFields);
+        // the jobs: every task published here is rendered for its job; the default job's file must be there
+        Jobs jobs = new Jobs(Path.of(jobsDir), defaultJob, defaultModel);
+        try {
+            jobs.defaultJob();
+        } catch (RuntimeException e) {
+            throw new IllegalStateException("llmbatch.jobs.default: " + e.getMessage(), e);
+        }
+        MongoConfiguration.Mongo mongo = MongoConfiguration.orNull(camelContext);
+        JobStore store = mongo == null ? null : new JobStore(mongo.database());
+        TaskRenderer renderer = new TaskRenderer(jobs, store, publisher);
+        ConnectionFactory connectionFactory = registry.lookupByNameAndType(BrokerConfiguration.CONNECTION_FACTORY, ConnectionFactory.class);
+        registry.bind("jobsApi", new JobsApi(jobs, store, new RabbitAdmin(connectionFactory), progress, tasksDeadLetterQueue,
+                new Redrive(connectionFactory, publisher, jobs, store, tasksQueue)));
         registry.bind("httpIngest", new HttpIngest(publisher, tasksQueue, new LinkedHashSet<>(Wiring.list(allowedQueues)),
-                required, maxBody, maxBytesInFlight, token));
-        registry.bind("fileIngest", new FileIngest(publisher, tasksQueue, required, Charset.forName(charset), maxRecordChars, camelContext));
+                renderer, maxBody, maxBytesInFlight, token));
+        registry.bind("fileIngest", new FileIngest(publisher, tasksQueue, renderer, Charset.forName(charset), maxRecordChars, camelContext));
     }
 }

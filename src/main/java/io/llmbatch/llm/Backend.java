@@ -1,106 +1,54 @@
 package io.llmbatch.llm;
 
-import java.net.URI;
-import java.util.ArrayList;
-import java.util.List;
-import java.util.Locale;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.AtomicLong;
 
+import io.github.resilience4j.circuitbreaker.CircuitBreaker;
+
 /**
- * One LLM server: base URL, protocol, slots (requests it serves at once), and its live state: requests in
- * flight, cool-down after failures, counters.
+ * One LLM server at run time: its route ({@code llm-backend-N}), its circuit breaker (the route's circuitBreaker EIP
+ * uses this instance, the balancer reads its state), requests in flight against its slots, and why it may be out:
+ * misconfigured (until a probe succeeds), busy (until its Retry-After), or over its per-minute limits.
  */
 public final class Backend {
 
-    public enum Api {
-        CHATGLM, OPENAI;
-
-        static Api parse(String value) {
-            try {
-                return valueOf(value.trim().toUpperCase(Locale.ROOT));
-            } catch (IllegalArgumentException e) {
-                throw new IllegalArgumentException("llmbatch.llm.api: unknown protocol '" + value + "' (chatglm or openai)");
-            }
-        }
-    }
-
-    final String url;
-    final Api api;
-    final int slots;
-    final URI completionUri;
-    final URI probeUri;
+    final String id;
+    final Endpoint endpoint;
+    final CircuitBreaker breaker;
+    final RateWindow window;
     final AtomicInteger inFlight = new AtomicInteger();
     final AtomicLong requests = new AtomicLong();
     final AtomicLong failures = new AtomicLong();
-    volatile long coolUntil;
-    volatile int consecutiveFailures;
+    /** Why the backend is taken out (401, 404, ...), or null. */
+    volatile String misconfigured;
+    /** Not before this time (Retry-After of a 429/503). */
+    volatile long notBefore;
+    /** When it was last probed. */
+    volatile long lastProbe;
+    /** The last failure, for health and logs. */
+    volatile String lastError;
 
-    Backend(String url, Api api, int slots) {
-        if (slots < 1) {
-            throw new IllegalArgumentException("llmbatch.llm.endpoints: slots must be at least 1 for " + url);
-        }
-        this.url = url.replaceAll("/+$", "");
-        this.api = api;
-        this.slots = slots;
-        URI base = URI.create(this.url);
-        if (base.getScheme() == null || !base.getScheme().startsWith("http") || base.getHost() == null) {
-            throw new IllegalArgumentException("llmbatch.llm.endpoints: '" + url + "' is not an http(s):// URL");
-        }
-        if (api == Api.OPENAI) {
-            String v1 = this.url.endsWith("/v1") ? this.url : this.url + "/v1";
-            this.completionUri = URI.create(v1 + "/chat/completions");
-            this.probeUri = URI.create(v1 + "/models");
-        } else {
-            this.completionUri = URI.create(this.url + "/");
-            this.probeUri = completionUri;
-        }
+    Backend(String id, Endpoint endpoint, CircuitBreaker breaker) {
+        this.id = id;
+        this.endpoint = endpoint;
+        this.breaker = breaker;
+        this.window = new RateWindow(endpoint.rpm(), endpoint.tpm());
     }
 
-    /**
-     * Parses {@code llmbatch.llm.endpoints}: a comma list of base URLs, each optionally followed by
-     * {@code ;slots=N} and {@code ;api=chatglm|openai}, e.g. {@code http://127.0.0.1:10000;slots=2}.
-     */
-    public static List<Backend> parseAll(String endpoints, String defaultApi) {
-        List<Backend> all = new ArrayList<>();
-        for (String entry : endpoints.split(",")) {
-            if (entry.isBlank()) {
-                continue;
-            }
-            String[] parts = entry.trim().split(";");
-            int slots = 1;
-            Api api = Api.parse(defaultApi);
-            for (int i = 1; i < parts.length; i++) {
-                String[] kv = parts[i].split("=", 2);
-                String key = kv[0].trim();
-                String value = kv.length > 1 ? kv[1].trim() : "";
-                switch (key) {
-                    case "slots" -> {
-                        try {
-                            slots = Integer.parseInt(value);
-                        } catch (NumberFormatException e) {
-                            throw new IllegalArgumentException("llmbatch.llm.endpoints: slots must be a number in '" + entry + "'");
-                        }
-                    }
-                    case "api" -> api = Api.parse(value);
-                    default -> throw new IllegalArgumentException("llmbatch.llm.endpoints: unknown option '" + key
-                                                                  + "' in '" + entry + "' (slots, api)");
-                }
-            }
-            all.add(new Backend(parts[0].trim(), api, slots));
-        }
-        if (all.isEmpty()) {
-            throw new IllegalArgumentException("llmbatch.llm.endpoints is empty: list the LLM servers, e.g. http://127.0.0.1:10000;slots=1");
-        }
-        return all;
+    public String id() {
+        return id;
     }
 
     public String url() {
-        return url;
+        return endpoint.url();
+    }
+
+    public Endpoint endpoint() {
+        return endpoint;
     }
 
     public int slots() {
-        return slots;
+        return endpoint.slots();
     }
 
     public int inFlight() {
@@ -115,12 +63,43 @@ public final class Backend {
         return failures.get();
     }
 
-    public boolean coolingAt(long now) {
-        return now < coolUntil;
+    public String misconfigured() {
+        return misconfigured;
+    }
+
+    public String lastError() {
+        return lastError;
+    }
+
+    /** Its circuit breaker, the instance its route's circuitBreaker EIP uses. */
+    public CircuitBreaker breaker() {
+        return breaker;
+    }
+
+    public CircuitBreaker.State breakerState() {
+        return breaker.getState();
+    }
+
+    /** Can take a task now (slots and rate limits aside): its breaker closed, not misconfigured, not asked to wait. */
+    public boolean usable(long now) {
+        return misconfigured == null && breaker.getState() == CircuitBreaker.State.CLOSED && now >= notBefore;
+    }
+
+    /** A readable state for health checks and logs. */
+    public String state(long now) {
+        if (misconfigured != null) {
+            return "taken out, misconfigured: " + misconfigured;
+        }
+        return switch (breaker.getState()) {
+            case CLOSED -> now < notBefore ? "busy, asked to wait " + (notBefore - now) + " ms" : "up, " + inFlight() + "/" + slots() + " in flight";
+            case OPEN, HALF_OPEN -> "down, circuit breaker " + breaker.getState().name().toLowerCase(java.util.Locale.ROOT)
+                                    + (lastError == null ? "" : ": " + lastError);
+            default -> "circuit breaker " + breaker.getState();
+        };
     }
 
     @Override
     public String toString() {
-        return url;
+        return endpoint.url();
     }
 }

@@ -7,9 +7,13 @@ import java.nio.charset.StandardCharsets;
 import java.security.MessageDigest;
 import java.time.LocalDateTime;
 import java.time.format.DateTimeFormatter;
+import java.util.ArrayDeque;
+import java.util.ArrayList;
+import java.util.Deque;
 import java.util.HexFormat;
 import java.util.List;
 import java.util.Map;
+import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
@@ -30,7 +34,11 @@ import com.sun.net.httpserver.HttpServer;
  * deterministic for a prompt, and says so.
  *
  * <p>Knobs: latency per request, slots (requests served at once; more wait, as on a real GPU server),
- * failure rate (answers 500), hang rate (never answers until the server stops). Run it alone with
+ * failure rate (answers 500), hang rate (never answers until the server stops), and the manners of real servers: an
+ * API key it requires (401 without it, as vLLM {@code --api-key}), the models it serves (404 for another, as vLLM and
+ * Ollama; listed on {@code GET /v1/models}), answers that stall after their headers, 429 with Retry-After. A GET of
+ * any other path answers 200, as a health endpoint does even while completions fail. It records the requests it got
+ * (headers and body) and counts completions per prompt. Run it alone with
  * {@code java -cp target/llm-batch.jar io.llmbatch.llm.LlmSimulator --port 10000 --latency-ms 100 --slots 4}.
  */
 public final class LlmSimulator implements AutoCloseable {
@@ -59,6 +67,25 @@ public final class LlmSimulator implements AutoCloseable {
     private final AtomicLong served = new AtomicLong();
     private final AtomicLong failed = new AtomicLong();
     private final AtomicLong hung = new AtomicLong();
+    private final AtomicLong posts = new AtomicLong();
+    private volatile String apiKey;
+    private volatile List<String> models;
+    private volatile double stallRate;
+    private final AtomicLong busyLeft = new AtomicLong();
+    private volatile String retryAfter;
+    private volatile java.util.function.Predicate<String> specialPrompt = p -> false;
+    private volatile int specialStatus;
+    private volatile String specialBody;
+    private final Map<String, AtomicLong> perPrompt = new ConcurrentHashMap<>();
+    // for benchmarks: the time slots were held by a request (slot utilisation at the GPU's side)
+    private long busyNanos;
+    private int busyNow;
+    private long busySince;
+    private final Deque<Request> recent = new ArrayDeque<>();
+
+    /** A request the simulator got: when (epoch ms), its path, its headers (lower-case names) and its JSON body. */
+    public record Request(long at, String path, Map<String, String> headers, JsonNode body) {
+    }
 
     private LlmSimulator(int port, long latencyMs, int slots, double failRate, double hangRate) throws IOException {
         this.latencyMs = latencyMs;
@@ -99,7 +126,86 @@ public final class LlmSimulator implements AutoCloseable {
         return this;
     }
 
+    /** Requires {@code Authorization: Bearer key} on completions (401 otherwise); null: no key. */
+    public LlmSimulator apiKey(String key) {
+        this.apiKey = key;
+        return this;
+    }
+
+    /** Serves only these models: a completion naming another gets 404; {@code GET /v1/models} lists them. */
+    public LlmSimulator models(String... names) {
+        this.models = List.of(names);
+        return this;
+    }
+
+    /** This share of completions send their headers and then never their body (until the server stops). */
+    public LlmSimulator stallAfterHeadersRate(double rate) {
+        this.stallRate = rate;
+        return this;
+    }
+
+    /** The next {@code count} completions answer 429 with {@code Retry-After: retryAfter} (null: no header). */
+    public LlmSimulator tooManyRequests(int count, String retryAfter) {
+        this.retryAfter = retryAfter;
+        this.busyLeft.set(count);
+        return this;
+    }
+
+    /**
+     * Completions whose prompt matches get this answer instead (500 for a prompt that crashes the model, 400 with a
+     * context-length message for one that is too long), after the usual latency.
+     */
+    public LlmSimulator answerWhen(java.util.function.Predicate<String> prompt, int status, String body) {
+        this.specialStatus = status;
+        this.specialBody = body;
+        this.specialPrompt = prompt;
+        return this;
+    }
+
+    /** Completion requests received (POSTs), whatever they were answered. */
+    public long posts() {
+        return posts.get();
+    }
+
+    /** Completions answered with 200 for this exact prompt (the last user message, or api.py's prompt). */
+    public long servedFor(String prompt) {
+        AtomicLong n = perPrompt.get(prompt);
+        return n == null ? 0 : n.get();
+    }
+
+    /** Completions answered with 200 per prompt. */
+    public Map<String, Long> servedPerPrompt() {
+        Map<String, Long> copy = new java.util.HashMap<>();
+        perPrompt.forEach((k, v) -> copy.put(k, v.get()));
+        return copy;
+    }
+
+    /** The last requests received (up to 1,000), oldest first. */
+    public List<Request> requests() {
+        synchronized (recent) {
+            return new ArrayList<>(recent);
+        }
+    }
+
     /** Completions answered with 200. */
+    /** Slot-milliseconds spent with a request holding a slot, including the requests in progress now. */
+    public synchronized long busyMillis() {
+        return (busyNanos + (busyNow == 0 ? 0 : busyNow * (System.nanoTime() - busySince))) / 1_000_000;
+    }
+
+    private synchronized void busy(int delta) {
+        long now = System.nanoTime();
+        busyNanos += busyNow * (now - busySince);
+        busySince = now;
+        busyNow += delta;
+    }
+
+    /** {@code GET /stats}: the counters. */
+    private Map<String, Object> stats() {
+        return Map.of("posts", posts(), "served", served(), "failed", failed(), "hung", hung(),
+                "distinct_prompts", perPrompt.size(), "busy_ms", busyMillis());
+    }
+
     public long served() {
         return served.get();
     }
@@ -132,15 +238,33 @@ public final class LlmSimulator implements AutoCloseable {
     private void handle(HttpExchange ex) throws IOException {
         try (ex) {
             String path = ex.getRequestURI().getPath();
-            if ("GET".equals(ex.getRequestMethod())) { // health probe: the server is up
-                send(ex, 200, "{\"status\":\"ok\",\"simulated\":true}");
+            boolean openai = path.startsWith("/v1/chat/completions");
+            if ("GET".equals(ex.getRequestMethod())) {
+                if (path.startsWith("/v1/models")) {
+                    if (!authorized(ex)) {
+                        send(ex, 401, "{\"error\":{\"message\":\"Unauthorized\",\"type\":\"invalid_request_error\"}}");
+                        return;
+                    }
+                    List<Map<String, Object>> data = new ArrayList<>();
+                    for (String m : models == null ? List.<String>of() : models) {
+                        data.add(Map.of("id", m, "object", "model", "owned_by", "llm-batch-simulator"));
+                    }
+                    send(ex, 200, JSON.writeValueAsString(Map.of("object", "list", "data", data)));
+                    return;
+                }
+                // a health probe: the server is up; /stats: the counters, for a simulator running as its own process
+                send(ex, 200, "/stats".equals(path) ? JSON.writeValueAsString(stats()) : "{\"status\":\"ok\",\"simulated\":true}");
                 return;
             }
-            boolean openai = path.startsWith("/v1/chat/completions");
             if (!openai && !"/".equals(path)) {
                 send(ex, 404, "{\"detail\":\"Not Found\"}");
                 return;
             }
+            if (!"POST".equals(ex.getRequestMethod())) {
+                send(ex, 405, "{\"detail\":\"Method Not Allowed\"}");
+                return;
+            }
+            posts.incrementAndGet();
             JsonNode request;
             try {
                 request = JSON.readTree(ex.getRequestBody());
@@ -148,12 +272,31 @@ public final class LlmSimulator implements AutoCloseable {
                 send(ex, openai ? 400 : 500, "{\"error\":{\"message\":\"invalid JSON\"}}");
                 return;
             }
+            record(path, ex, request);
+            if (!authorized(ex)) {
+                send(ex, 401, "{\"error\":{\"message\":\"Unauthorized\",\"type\":\"invalid_request_error\",\"code\":401}}");
+                return;
+            }
+            if (openai && models != null && !models.contains(request.path("model").asText())) {
+                send(ex, 404, "{\"error\":{\"message\":\"The model `" + request.path("model").asText()
+                              + "` does not exist.\",\"type\":\"NotFoundError\",\"code\":404}}");
+                return;
+            }
             String prompt = openai ? lastMessage(request) : request.path("prompt").asText(null);
             if (prompt == null) {
                 send(ex, openai ? 400 : 500, "{\"error\":{\"message\":\"no prompt\"}}");
                 return;
             }
+            if (busyLeft.getAndUpdate(n -> Math.max(0, n - 1)) > 0) {
+                if (retryAfter != null) {
+                    ex.getResponseHeaders().set("Retry-After", retryAfter);
+                }
+                send(ex, 429, "{\"error\":{\"message\":\"Too many requests\",\"type\":\"rate_limit_error\"}}");
+                return;
+            }
             slots.acquireUninterruptibly();
+            busy(+1);
+            boolean released = false;
             try {
                 double dice = ThreadLocalRandom.current().nextDouble();
                 if (dice < hangRate) {
@@ -169,13 +312,50 @@ public final class LlmSimulator implements AutoCloseable {
                     send(ex, 500, "Internal Server Error");
                     return;
                 }
+                if (specialPrompt.test(prompt)) {
+                    failed.incrementAndGet();
+                    send(ex, specialStatus, specialBody);
+                    return;
+                }
+                if (dice < hangRate + failRate + stallRate) {
+                    hung.incrementAndGet();
+                    ex.getResponseHeaders().set("Content-Type", "application/json");
+                    ex.sendResponseHeaders(200, 1000); // the headers promise a body that never comes
+                    ex.getResponseBody().write('{');
+                    ex.getResponseBody().flush();
+                    busy(-1);
+                    slots.release(); // the model is done, the answer stalls on its way (a proxy, the network)
+                    released = true;
+                    stopped.await();
+                    return;
+                }
                 String text = textFor(prompt);
                 served.incrementAndGet();
+                perPrompt.computeIfAbsent(prompt, k -> new AtomicLong()).incrementAndGet();
                 send(ex, 200, openai ? openaiAnswer(request, prompt, text) : chatglmAnswer(text));
             } catch (InterruptedException e) {
                 Thread.currentThread().interrupt();
             } finally {
-                slots.release();
+                if (!released) {
+                    busy(-1);
+                    slots.release();
+                }
+            }
+        }
+    }
+
+    private boolean authorized(HttpExchange ex) {
+        String key = apiKey;
+        return key == null || ("Bearer " + key).equals(ex.getRequestHeaders().getFirst("Authorization"));
+    }
+
+    private void record(String path, HttpExchange ex, JsonNode body) {
+        Map<String, String> headers = new java.util.TreeMap<>();
+        ex.getRequestHeaders().forEach((k, v) -> headers.put(k.toLowerCase(java.util.Locale.ROOT), String.join(",", v)));
+        synchronized (recent) {
+            recent.addLast(new Request(System.currentTimeMillis(), path, headers, body));
+            while (recent.size() > 1000) {
+                recent.removeFirst();
             }
         }
     }
@@ -192,11 +372,16 @@ public final class LlmSimulator implements AutoCloseable {
 
     private static String openaiAnswer(JsonNode request, String prompt, String text) throws IOException {
         int promptTokens = prompt.length();
+        String finish = "stop";
+        if (request.hasNonNull("max_tokens") && text.length() > request.get("max_tokens").asInt()) {
+            text = text.substring(0, Math.max(0, request.get("max_tokens").asInt())); // one character a token
+            finish = "length";
+        }
         int completionTokens = text.length();
         return JSON.writeValueAsString(Map.of(
                 "id", "chatcmpl-sim", "object", "chat.completion", "created", System.currentTimeMillis() / 1000,
                 "model", request.path("model").asText("simulated"),
-                "choices", List.of(Map.of("index", 0, "finish_reason", "stop",
+                "choices", List.of(Map.of("index", 0, "finish_reason", finish,
                         "message", Map.of("role", "assistant", "content", text))),
                 "usage", Map.of("prompt_tokens", promptTokens, "completion_tokens", completionTokens,
                         "total_tokens", promptTokens + completionTokens)));

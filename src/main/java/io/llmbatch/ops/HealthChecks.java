@@ -6,6 +6,7 @@ import java.net.Socket;
 import java.net.URI;
 import java.util.Map;
 import java.util.function.Consumer;
+import java.util.function.Supplier;
 
 import com.mongodb.client.MongoClient;
 import com.mongodb.connection.ClusterDescription;
@@ -16,7 +17,7 @@ import org.springframework.amqp.rabbit.connection.ConnectionFactory;
 
 import io.llmbatch.Urls;
 import io.llmbatch.llm.Backend;
-import io.llmbatch.llm.LlmGateway;
+import io.llmbatch.llm.LlmBackends;
 
 /**
  * Readiness checks behind {@code /observe/health/ready} (group {@code llmbatch}): the broker for every role,
@@ -44,37 +45,46 @@ public final class HealthChecks {
         });
     }
 
-    public static HealthCheck mongo(MongoClient client, String uri) {
+    /**
+     * MongoDB for a collector: DOWN without a writable server (what the driver's monitor last saw: no request, no
+     * server-selection wait in a health probe), and DOWN with the reason while {@code problem} says MongoDB refuses
+     * something retrying cannot fix (credentials, permissions, an index conflict, an unsatisfiable write concern).
+     */
+    public static HealthCheck mongo(MongoClient client, String uri, Supplier<String> problem, Map<String, Supplier<Object>> details) {
         return check("mongodb", b -> {
-            // what the driver's monitor last saw: no request, no server-selection wait in a health probe
             ClusterDescription cluster = client.getClusterDescription();
             b.detail("uri", Urls.mask(uri));
-            if (cluster.hasWritableServer()) {
-                b.up();
-            } else {
+            details.forEach((name, value) -> b.detail(name, value.get()));
+            String refused = problem.get();
+            if (!cluster.hasWritableServer()) {
                 b.message("no writable MongoDB server: " + cluster.getShortDescription()).down();
+            } else if (refused != null) {
+                b.message(Urls.mask(refused)).down();
+            } else {
+                b.up();
             }
         });
     }
 
-    public static HealthCheck llm(LlmGateway gateway) {
+    public static HealthCheck llm(LlmBackends backends) {
         return check("llm-backends", b -> {
             long now = System.currentTimeMillis();
             int up = 0;
-            for (Backend backend : gateway.backends()) {
-                // a backend that failed lately cools down; one that has had no request since it died would still
-                // look fine to the gateway, so its port is tried too (no request, no GPU time)
-                String state = backend.coolingAt(now) ? "cooling down"
-                        : !reachable(backend.url()) ? "unreachable (its port refuses connections)"
-                        : "up, " + backend.inFlight() + "/" + backend.slots() + " in flight";
-                up += state.startsWith("up") ? 1 : 0;
+            for (Backend backend : backends.all()) {
+                // a backend that failed lately is down or taken out; one that has had no request since it died would
+                // still look fine, so its port is tried too (no request, no GPU time)
+                String state = backend.state(now);
+                if (backend.usable(now) && !reachable(backend.url())) {
+                    state = "unreachable (its port refuses connections)";
+                }
+                up += state.startsWith("up") || state.startsWith("busy") ? 1 : 0;
                 b.detail(backend.url(), state);
             }
-            b.detail("up", up + " of " + gateway.backends().size());
+            b.detail("up", up + " of " + backends.all().size());
             if (up > 0) {
                 b.up();
             } else {
-                b.message("every LLM backend is down or cooling down: tasks stay in the queue").down();
+                b.message("no LLM backend usable (down, misconfigured or unreachable): tasks stay in the queue").down();
             }
         });
     }

@@ -3,9 +3,8 @@ package io.llmbatch.ops;
 import java.io.IOException;
 import java.io.InputStream;
 import java.nio.charset.StandardCharsets;
-import java.security.MessageDigest;
-import java.util.Base64;
 import java.util.HashMap;
+import java.util.List;
 import java.util.Map;
 import java.util.Set;
 import java.lang.reflect.Proxy;
@@ -14,6 +13,8 @@ import javax.management.ObjectName;
 
 import javax.management.RuntimeMBeanException;
 
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
 import io.netty.buffer.ByteBufInputStream;
 import io.vertx.core.Handler;
 import io.vertx.core.http.HttpHeaders;
@@ -53,8 +54,15 @@ public final class JolokiaEndpoint extends ServiceSupport implements JolokiaPlat
             "dumpRouteStatsAsXml", "dumpStatsAsXml");
     static final Set<String> ROUTE_CONTROL = Set.of("start", "stop", "suspend", "resume");
 
+    /** Content types a cross-site page can only send after a CORS preflight (which Jolokia does not grant): Hawtio
+     *  4.2's client sends text/json. text/plain, urlencoded and multipart are what a plain form can send. */
+    static final Set<String> JSON_TYPES = Set.of("application/json", "text/json");
+    /** Request types that change something: only over POST with a JSON Content-Type. */
+    static final Set<String> CHANGING_TYPES = Set.of("exec", "write");
+    private static final ObjectMapper JSON = new ObjectMapper();
+
     private final JolokiaServiceManager serviceManager;
-    private final String expectedAuthorization;
+    private final BasicAuth auth;
     private CamelContext camelContext;
     private HttpRequestHandler requestHandler;
 
@@ -69,10 +77,9 @@ public final class JolokiaEndpoint extends ServiceSupport implements JolokiaPlat
                 new Slf4jLogHandler(), restrictor(policyLocation, routeControl));
         serviceManager.addService(new JolokiaSerializer());
         serviceManager.addService(new LocalRequestHandler(1));
-        this.expectedAuthorization = password == null || password.isEmpty() ? null
-                : "Basic " + Base64.getEncoder().encodeToString((user + ":" + password).getBytes(StandardCharsets.UTF_8));
+        this.auth = new BasicAuth(user, password);
         LOG.info("Jolokia policy {}, route control {}{}", policyLocation, routeControl ? "allowed" : "off",
-                expectedAuthorization == null ? "" : ", basic authentication as " + user);
+                auth.required() ? ", basic authentication as " + user : "");
     }
 
     /**
@@ -88,7 +95,9 @@ public final class JolokiaEndpoint extends ServiceSupport implements JolokiaPlat
         return (Restrictor) Proxy.newProxyInstance(Restrictor.class.getClassLoader(), new Class<?>[] { Restrictor.class },
                 (proxy, method, args) -> {
                     if ("isOriginAllowed".equals(method.getName()) && args[0] == null) {
-                        return true; // no Origin and no Referer: not a browser page (curl, Prometheus, Hawtio's proxy)
+                        // no Origin and no Referer: curl, Prometheus, Hawtio's proxy, or a page's <img> with
+                        // referrerpolicy=no-referrer; that last one can only GET, and a GET never runs an operation
+                        return true;
                     }
                     Object verdict = method.invoke(policy, args);
                     if (!"isOperationAllowed".equals(method.getName()) || !(Boolean) verdict) {
@@ -139,8 +148,15 @@ public final class JolokiaEndpoint extends ServiceSupport implements JolokiaPlat
 
     private void handle(RoutingContext ctx) {
         HttpServerRequest req = ctx.request();
-        if (expectedAuthorization != null && !authorized(req.getHeader(HttpHeaders.AUTHORIZATION))) {
-            ctx.response().setStatusCode(401).putHeader("WWW-Authenticate", "Basic realm=\"llm-batch\"").end();
+        if (!auth.allows(ctx)) {
+            BasicAuth.challenge(ctx);
+            return;
+        }
+        String refusal = refusal(ctx);
+        if (refusal != null) {
+            int code = req.method() == HttpMethod.POST ? 415 : 405;
+            ctx.response().setStatusCode(code).putHeader(HttpHeaders.CONTENT_TYPE, "application/json").putHeader("Allow", "GET, POST")
+                    .end(JSON.createObjectNode().put("error", refusal).put("status", code).toString());
             return;
         }
         int status = 200;
@@ -170,9 +186,51 @@ public final class JolokiaEndpoint extends ServiceSupport implements JolokiaPlat
                 .end(json instanceof JSONStructure s ? s.toJSONString() : String.valueOf(json));
     }
 
-    private boolean authorized(String header) {
-        return header != null && MessageDigest.isEqual(header.getBytes(StandardCharsets.UTF_8),
-                expectedAuthorization.getBytes(StandardCharsets.UTF_8));
+    /**
+     * Why this request is refused before Jolokia sees it, or null. A web page can make the operator's browser send a
+     * GET ({@code <img src>}, with no Origin and no Referer) or a POST a form can send (text/plain, urlencoded,
+     * multipart) without asking: those may read, never run an operation or write. A JSON Content-Type needs a CORS
+     * preflight, which Jolokia does not grant to other sites (jolokia-access.xml), so a POST with one may.
+     */
+    static String refusal(RoutingContext ctx) {
+        HttpServerRequest req = ctx.request();
+        String needed = "operations (exec) and writes need a POST with a JSON body and Content-Type: application/json";
+        if (req.method() == HttpMethod.GET) {
+            // what Jolokia will read the request from: the p parameter, else the path after /observe/jolokia
+            String path = req.getParam("p") != null ? req.getParam("p") : Utils.pathOffset(req.path(), ctx);
+            String type = path.replaceFirst("^/+", "").split("/", 2)[0].toLowerCase(java.util.Locale.ROOT);
+            return CHANGING_TYPES.contains(type) ? needed : null;
+        }
+        if (req.method() != HttpMethod.POST) {
+            return "only GET (reads) and POST";
+        }
+        if (isJson(req.getHeader(HttpHeaders.CONTENT_TYPE))) {
+            return null;
+        }
+        if (ctx.body() == null || ctx.body().buffer() == null || ctx.body().buffer().length() == 0) {
+            // nothing to look at (a multipart form is parsed into attributes): cannot tell a read, so refuse
+            return needed + " (this one has Content-Type: " + req.getHeader(HttpHeaders.CONTENT_TYPE) + " and no JSON body)";
+        }
+        try {
+            JsonNode body = JSON.readTree(ctx.body().buffer().getBytes());
+            for (JsonNode r : body.isArray() ? body : List.of(body)) {
+                if (CHANGING_TYPES.contains(r.path("type").asText("").toLowerCase(java.util.Locale.ROOT))) {
+                    return needed + " (this one has Content-Type: " + req.getHeader(HttpHeaders.CONTENT_TYPE) + ")";
+                }
+            }
+            return null;
+        } catch (IOException e) {
+            return null; // not JSON: Jolokia answers with its parse error
+        }
+    }
+
+    static boolean isJson(String contentType) {
+        if (contentType == null) {
+            return false;
+        }
+        int semicolon = contentType.indexOf(';');
+        String type = (semicolon < 0 ? contentType : contentType.substring(0, semicolon)).trim().toLowerCase(java.util.Locale.ROOT);
+        return JSON_TYPES.contains(type);
     }
 
     @Override

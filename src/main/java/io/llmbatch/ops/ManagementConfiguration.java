@@ -4,6 +4,8 @@ import org.apache.camel.CamelConfiguration;
 import org.apache.camel.CamelContext;
 import org.apache.camel.PropertyInject;
 import org.apache.camel.component.micrometer.MicrometerConstants;
+import org.apache.camel.component.platform.http.main.ManagementHttpServer;
+import org.apache.camel.component.platform.http.vertx.auth.AuthenticationConfig;
 import org.apache.camel.component.platform.http.plugin.JolokiaPlatformHttpPlugin;
 import org.apache.camel.spi.Registry;
 
@@ -16,7 +18,7 @@ import io.llmbatch.Wiring;
 /**
  * The management port of every process (health, Prometheus metrics, Jolokia): our meters beside Camel's on
  * {@code /observe/metrics} (one Prometheus registry, Camel reuses the bound one), and Jolokia with the configured
- * policy. A management port on a non-loopback address needs a password.
+ * policy. A management port on a non-loopback address needs a password, then asked for on health and metrics too.
  */
 public class ManagementConfiguration implements CamelConfiguration {
 
@@ -36,6 +38,8 @@ public class ManagementConfiguration implements CamelConfiguration {
     String user;
     @PropertyInject(value = "llmbatch.management.password", defaultValue = "")
     String password;
+    @PropertyInject(value = "camel.management.path", defaultValue = "/observe")
+    String path;
 
     @Override
     public void configure(CamelContext camelContext) throws Exception {
@@ -50,10 +54,34 @@ public class ManagementConfiguration implements CamelConfiguration {
             registry.bind(MicrometerConstants.METRICS_REGISTRY_NAME, meters);
         }
         Wiring.stopWith(camelContext, Meters.publishTo(meters));
+        Wiring.requireSecretWhenExposed("camel.management.host", host, password, "Jolokia, health and metrics",
+                "MANAGEMENT_PASSWORD (basic authentication)");
+        if (!Wiring.isLoopback(host)) {
+            guardBeyondLoopback(camelContext);
+        }
         if (jolokiaEnabled) {
-            Wiring.requireSecretWhenExposed("camel.management.host", host, password, "Jolokia",
-                    "MANAGEMENT_PASSWORD (basic authentication)");
             registry.bind(JolokiaPlatformHttpPlugin.NAME, new JolokiaEndpoint(jolokiaPolicy, routeControl, user, password));
         }
+    }
+
+    /**
+     * Health and metrics are Camel's own handlers on the management server: they get the management password through
+     * the server's own authentication configuration (what camel.management.authenticationEnabled sets up from a
+     * properties file), with our user and the password from the environment, for everything under
+     * {@code camel.management.path} (Jolokia checks it again itself). Camel Main has created the server but not started
+     * it when the configuration classes run, so the handler is in place before the port opens; business paths
+     * sharing the port are not affected.
+     */
+    private void guardBeyondLoopback(CamelContext camelContext) {
+        ManagementHttpServer server = camelContext.hasService(ManagementHttpServer.class);
+        if (server == null || server.getConfiguration() == null || server.isStarted()) {
+            throw new IllegalStateException("camel.management.host=" + host + ": cannot put the management password in front of "
+                                            + "health and metrics (the management server is not set up as expected); keep "
+                                            + "camel.management.host=127.0.0.1");
+        }
+        String base = path.endsWith("/") ? path.substring(0, path.length() - 1) : path;
+        AuthenticationConfig auth = server.getConfiguration().getAuthenticationConfig();
+        auth.getEntries().add(new BasicAuth(user, password).entry(base + "/*"));
+        auth.setEnabled(true);
     }
 }

@@ -54,6 +54,7 @@ public final class Progress extends ServiceSupport {
     private final LongSupplier clock;
     private ScheduledExecutorService scheduler;
     private boolean declared;
+    private boolean failing;
 
     record Reported(long receivedAt, JsonNode status) {
     }
@@ -111,8 +112,11 @@ public final class Progress extends ServiceSupport {
         try {
             if (!declared) {
                 StatusReporter.declareExchange(admin);
-                // ours alone; removed by the broker a minute after this process stops reading it
-                Queue queue = new Queue(statusQueue, false, false, false, Map.of("x-expires", 60_000, "x-max-length", 10_000));
+                // ours alone; removed by the broker a minute after this process stops reading it; a report older than
+                // the longest reporting interval we expect is stale news (RabbitMQ arguments; Qpid logs and ignores
+                // them, and forgetting silent processes below bounds staleness there)
+                Queue queue = new Queue(statusQueue, false, false, false,
+                        Map.of("x-expires", 60_000, "x-max-length", 10_000, "x-message-ttl", 60_000));
                 admin.declareQueue(queue);
                 admin.declareBinding(BindingBuilder.bind(queue).to(new FanoutExchange(StatusReporter.EXCHANGE)));
                 declared = true;
@@ -121,9 +125,10 @@ public final class Progress extends ServiceSupport {
             while ((m = template.receive(statusQueue)) != null) {
                 accept(m.getBody());
             }
+            failing = StatusReporter.outage(LOG, failing, null, "read status reports from " + StatusReporter.EXCHANGE);
         } catch (Exception e) {
             declared = false; // the broker restarted or is away: declare again next time
-            LOG.debug("Cannot read status reports: {}", e.toString());
+            failing = StatusReporter.outage(LOG, failing, e, "read status reports from " + StatusReporter.EXCHANGE);
         }
         long now = clock.getAsLong();
         latest.values().removeIf(r -> now - r.receivedAt() > 3 * Math.max(r.status().path("interval_ms").asLong(5000), SAMPLE_MILLIS));
@@ -149,6 +154,34 @@ public final class Progress extends ServiceSupport {
     void accept(byte[] report) throws java.io.IOException {
         JsonNode status = JSON.readTree(report);
         latest.put(status.path("host").asText() + "/" + status.path("process").asText(), new Reported(clock.getAsLong(), status));
+    }
+
+    /** Tasks in flight per job, as the workers last reported them (sampled: what the workers hold right now). */
+    public Map<String, Long> inFlightByJob() {
+        Map<String, Long> byJob = new HashMap<>();
+        for (Reported r : latest.values()) {
+            r.status().path("worker").path("in_flight_by_job").fields()
+                    .forEachRemaining(e -> byJob.merge(e.getKey(), e.getValue().asLong(), Long::sum));
+        }
+        return byJob;
+    }
+
+    /** The price of a GPU hour the workers report (their mean), else this node's llmbatch.cost.per-gpu-hour; null: none. */
+    public Double pricePerGpuHour() {
+        double sum = 0;
+        int n = 0;
+        for (Reported r : latest.values()) {
+            JsonNode price = r.status().path("worker").path("cost_per_gpu_hour");
+            if (price.isNumber()) {
+                sum += price.asDouble();
+                n++;
+            }
+        }
+        return n > 0 ? sum / n : defaultPricePerGpuHour;
+    }
+
+    public String currency() {
+        return currency;
     }
 
     /** The body of {@code GET /api/progress}. */

@@ -22,7 +22,13 @@ import org.springframework.amqp.rabbit.core.RabbitTemplate;
 /**
  * Every few seconds a worker or collector tells the {@code llmbatch.status} fanout exchange what it does
  * (tasks in flight and done, GPUs and their price; results stored): {@link Progress} on the ingest node adds
- * them up for {@code /api/progress}. Fire and forget: a lost status only makes the next one count.
+ * them up for {@code /api/progress}. Fire and forget: a lost status only makes the next one count, but a reporter
+ * that cannot send says so (one WARN per outage), so a node missing from {@code /api/progress} has a reason in its log.
+ * <p>
+ * Reports carry no per-message {@code expiration}: Qpid Broker-J (the embedded broker) reads that AMQP 0-9-1 field
+ * as an absolute JMS expiry time, so a TTL of "15000" meant 1970 and it discarded every report on arrival. Staleness
+ * is bounded by the status queue's {@code x-message-ttl} (RabbitMQ) and by {@link Progress} forgetting a process
+ * that stopped reporting.
  */
 public final class StatusReporter extends ServiceSupport {
 
@@ -37,6 +43,7 @@ public final class StatusReporter extends ServiceSupport {
     private final Map<String, Supplier<Map<String, Object>>> parts = new LinkedHashMap<>();
     private ScheduledExecutorService scheduler;
     private boolean declared;
+    private boolean failing;
 
     public StatusReporter(ConnectionFactory connectionFactory, long intervalMillis, String host, String roles) {
         this.template = new RabbitTemplate(connectionFactory); // no confirms, not mandatory: nobody may listen
@@ -62,8 +69,44 @@ public final class StatusReporter extends ServiceSupport {
         return scheduler;
     }
 
+    /**
+     * Makes sure the status exchange exists: a passive declaration first, a real one only when it is missing, so a
+     * broker that logs or refuses re-declarations of an existing exchange (Qpid: {@code EXH-1001 ... FAILURE}) is
+     * asked once per process at most. Any failure propagates: the caller tries again at its next turn.
+     */
     static void declareExchange(RabbitAdmin admin) {
-        admin.declareExchange(new FanoutExchange(EXCHANGE, true, false));
+        boolean exists = Boolean.TRUE.equals(admin.getRabbitTemplate().execute(channel -> {
+            try {
+                channel.exchangeDeclarePassive(EXCHANGE);
+                return true;
+            } catch (java.io.IOException missing) { // 404: the broker closed this channel
+                return false;
+            }
+        }));
+        if (!exists) {
+            admin.declareExchange(new FanoutExchange(EXCHANGE, true, false));
+        }
+    }
+
+    /**
+     * One WARN when something that should work every few seconds starts failing, one INFO when it works again; the
+     * failures in between at DEBUG (the broker being away is reported by the routes already).
+     *
+     * @return the new state: {@code true} while failing
+     */
+    static boolean outage(Logger log, boolean wasFailing, Exception failure, String what) {
+        if (failure == null) {
+            if (wasFailing) {
+                log.info("Can {} again", what);
+            }
+            return false;
+        }
+        if (!wasFailing) {
+            log.warn("Cannot {} (logged once until it works again): {}", what, failure.toString());
+        } else {
+            log.debug("Still cannot {}: {}", what, failure.toString());
+        }
+        return true;
     }
 
     @Override
@@ -97,10 +140,11 @@ public final class StatusReporter extends ServiceSupport {
             MessageProperties props = new MessageProperties();
             props.setContentType(MessageProperties.CONTENT_TYPE_JSON);
             props.setDeliveryMode(MessageDeliveryMode.NON_PERSISTENT);
-            props.setExpiration(Long.toString(intervalMillis * 3)); // stale news is no news
             template.send(EXCHANGE, "", new Message(status, props));
+            failing = outage(LOG, failing, null, "send status reports to " + EXCHANGE);
         } catch (Exception e) {
-            LOG.debug("Cannot report status: {}", e.toString()); // the broker is down: the routes say so already
+            declared = false; // the exchange may have been deleted, or the broker restarted: look again next time
+            failing = outage(LOG, failing, e, "send status reports to " + EXCHANGE);
         }
     }
 }

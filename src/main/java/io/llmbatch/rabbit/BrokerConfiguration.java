@@ -12,6 +12,7 @@ import java.util.concurrent.atomic.AtomicInteger;
 import org.apache.camel.CamelConfiguration;
 import org.apache.camel.CamelContext;
 import org.apache.camel.PropertyInject;
+import org.apache.camel.component.springrabbit.SpringRabbitMQComponent;
 import org.apache.camel.spi.Registry;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
@@ -42,6 +43,7 @@ public class BrokerConfiguration implements CamelConfiguration {
     public static final String PUBLISHER = "publisher";
     public static final String STATUS = "statusReporter";
     public static final String CONNECTION_FACTORY = "rabbitConnectionFactory";
+    public static final String LISTENER_CONTAINERS = "listenerContainers";
 
     @PropertyInject("llmbatch.roles")
     String roles;
@@ -51,6 +53,8 @@ public class BrokerConfiguration implements CamelConfiguration {
     String trustStore;
     @PropertyInject(value = "llmbatch.rabbitmq.trust-store-password", defaultValue = "")
     String trustStorePassword;
+    @PropertyInject("llmbatch.rabbitmq.consumer-restart-interval")
+    long consumerRestartInterval;
     @PropertyInject("llmbatch.rabbitmq.confirm-timeout")
     long confirmTimeout;
     @PropertyInject("llmbatch.ingest.confirm-window")
@@ -100,10 +104,20 @@ public class BrokerConfiguration implements CamelConfiguration {
         registry.bind(PUBLISHER, new ConfirmingPublisher(template, new RabbitAdmin(connectionFactory), confirmWindow,
                 confirmTimeout, queueArgs, maxMessageBytes));
 
+        ListenerContainers containers = new ListenerContainers();
+        containers.consumerRestartInterval(consumerRestartInterval);
+        registry.bind(LISTENER_CONTAINERS, containers);
+        Wiring.stopWith(camelContext, containers::close);
+        SpringRabbitMQComponent rabbit = camelContext.getComponent("spring-rabbitmq", SpringRabbitMQComponent.class);
+        rabbit.setListenerContainerFactory(containers);
+
         // What escapes a consuming route (every LLM backend down, the broker failing) must go back to the queue.
         // The spring-rabbitmq default with retries off is a recoverer that logs "dropped" and acknowledges: a loss.
-        registry.bind("requeueOnFailure", RetryInterceptorBuilder.stateless().maxAttempts(1)
-                .recoverer(new ImmediateRequeueMessageRecoverer()).build());
+        // A delivery whose channel closed meanwhile (connection lost) is already back in the queue: not processed again.
+        registry.bind("requeueOnFailure", DeliveryChannels.skipDeliveriesOfClosedChannels(RetryInterceptorBuilder.stateless()
+                .maxAttempts(1).recoverer(new ImmediateRequeueMessageRecoverer()).build()));
+        // Consumers get the real channels: an acknowledgement after a lost connection must fail, not reach a new channel.
+        rabbit.setConnectionFactory(DeliveryChannels.forListeners(connectionFactory));
         StatusReporter status = new StatusReporter(connectionFactory, statusInterval, host, these.toString());
         registry.bind(STATUS, status);
         if (these.has(Roles.WORKER) || these.has(Roles.COLLECTOR)) {

@@ -18,6 +18,7 @@ import org.springframework.amqp.core.MessageProperties;
 import org.springframework.amqp.core.Queue;
 import org.springframework.amqp.rabbit.connection.CorrelationData;
 import org.springframework.amqp.rabbit.core.RabbitAdmin;
+import org.springframework.amqp.rabbit.connection.RabbitUtils;
 import org.springframework.amqp.rabbit.core.RabbitTemplate;
 
 import io.llmbatch.Urls;
@@ -201,6 +202,10 @@ public class ConfirmingPublisher {
             } catch (MessageRefusedException e) {
                 throw e;
             } catch (RuntimeException e) {
+                // Not back into the cache: on a cluster, a channel whose quorum queue leader died can go on nacking every
+                // publish (seen on RabbitMQ 3.10: one task's result refused 21 times, until the delivery limit
+                // dead-lettered the task); the next publish gets a fresh channel.
+                discardChannel(ops);
                 // acks that arrived for later messages still count: report every message known to be stored
                 long alsoConfirmed = 0;
                 for (Pending p : pending) {
@@ -331,8 +336,9 @@ public class ConfirmingPublisher {
             window.addAll(pending);
             Pending culprit = window.stream().filter(w -> w.message.body().length == size).findFirst()
                     .orElseGet(() -> window.stream().max(java.util.Comparator.comparingInt(w -> w.message.body().length)).orElseThrow());
-            // the rest of the window was nacked with it (the channel closed): not stored, the caller sends it again;
-            // confirms that had arrived behind an unconfirmed one still count
+            // the rest of the window was nacked with it (the channel closed): the caller sends it again, so a message
+            // the broker had stored but not yet confirmed when it closed the channel is stored twice (at least once,
+            // never lost); confirms that had arrived behind an unconfirmed one still count
             for (Pending w : pending) {
                 if (w.isAcked()) {
                     confirmed++;
@@ -408,6 +414,17 @@ public class ConfirmingPublisher {
             throw new IllegalStateException("interrupted while waiting for publisher confirms", e);
         } catch (ExecutionException e) {
             throw new IllegalStateException("publisher confirm failed: " + e.getCause(), e.getCause());
+        }
+    }
+
+    private static void discardChannel(org.springframework.amqp.rabbit.core.RabbitOperations ops) {
+        try {
+            ops.execute(channel -> {
+                RabbitUtils.setPhysicalCloseRequired(channel, true);
+                return null;
+            });
+        } catch (RuntimeException closedAlready) {
+            // the channel or its connection is gone: nothing to keep out of the cache
         }
     }
 

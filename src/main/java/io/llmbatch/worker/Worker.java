@@ -1,5 +1,8 @@
 package io.llmbatch.worker;
 
+import io.llmbatch.jobs.Jobs;
+import io.llmbatch.jobs.PromptTemplate;
+import io.llmbatch.jobs.SystemPrompt;
 import java.io.IOException;
 import java.math.BigDecimal;
 import java.math.RoundingMode;
@@ -16,15 +19,16 @@ import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 import io.llmbatch.ingest.Tasks;
-import io.llmbatch.llm.LlmExceptions.LlmException;
-import io.llmbatch.llm.LlmGateway.Completion;
+import io.llmbatch.llm.Completion;
+import io.llmbatch.llm.LlmBalancer;
+import io.llmbatch.llm.LlmExceptions.LlmRejectedException;
 import io.llmbatch.rabbit.ConfirmingPublisher;
 import io.llmbatch.rabbit.OutboundMessage;
 
 /**
- * The steps of the worker route: parse the task, render its prompt, turn the LLM's completion into the result
- * message and publish it with a confirm (the route finishing is what acknowledges the task), or dead-letter
- * a task that can never succeed, with the reason in its headers.
+ * The steps of the worker route: parse the task, turn it into the LLM request (its prompt from the template, the system
+ * prompt), turn the LLM's completion into the result message and publish it with a confirm (the route finishing is
+ * what acknowledges the task), or dead-letter a task that can never succeed, with the reason in its headers.
  */
 public class Worker {
 
@@ -32,6 +36,12 @@ public class Worker {
     static final String TASK = "llmbatchTask";
     static final String STARTED_AT = "llmbatchStartedAt";
     static final String MESSAGE_ID = SpringRabbitMQConstants.MESSAGE_ID;
+    /** The task's message id and deliveries, kept as properties: the LLM request routes clear every header. */
+    static final String TASK_MESSAGE_ID = "llmbatchTaskMessageId";
+    static final String TASK_REDELIVERED = "llmbatchTaskRedelivered";
+    static final String TASK_DELIVERY_COUNT = "llmbatchTaskDeliveryCount";
+    /** The job headers of a task rendered at ingest (Jobs.JOB, REQUEST, ...), kept as they arrived. */
+    static final String TASK_JOB_HEADERS = "llmbatchTaskJobHeaders";
 
     private final PromptTemplate prompt;
     private final ConfirmingPublisher publisher;
@@ -41,11 +51,19 @@ public class Worker {
     private final String host;
     private final String gpu;
     private final int maxPromptChars;
+    private final String model;
+    private final SystemPrompt system;
+    private final String defaultJob;
+    private volatile double gpusPerSlot = 1;
     private final java.util.concurrent.atomic.AtomicLong completed = new java.util.concurrent.atomic.AtomicLong();
 
-    public Worker(PromptTemplate prompt, ConfirmingPublisher publisher, String resultsQueue, String deadLetterQueue,
-                  String companyField, String host, String gpu, int maxPromptChars) {
+    public Worker(PromptTemplate prompt, SystemPrompt system, ConfirmingPublisher publisher, String resultsQueue,
+                  String deadLetterQueue, String companyField, String host, String gpu, int maxPromptChars, String model,
+                  String defaultJob) {
+        this.defaultJob = defaultJob;
         this.maxPromptChars = maxPromptChars;
+        this.system = system;
+        this.model = model;
         this.prompt = prompt;
         this.publisher = publisher;
         this.resultsQueue = resultsQueue;
@@ -68,38 +86,106 @@ public class Worker {
         if (task == null || !task.isObject()) {
             throw new PoisonTaskException("task must be a JSON object, got " + (task == null ? "nothing" : Tasks.typeOf(task)));
         }
-        JsonNode company = task.get(companyField);
-        if (company == null || !company.isValueNode() || company.asText().isBlank()) {
-            throw new PoisonTaskException("task lacks '" + companyField + "' (llmbatch.worker.company-field), the company name");
+        var msg = exchange.getMessage();
+        Map<String, Object> jobHeaders = new LinkedHashMap<>();
+        msg.getHeaders().forEach((k, v) -> {
+            if (k.startsWith("x-llmbatch-") && v != null && JOB_HEADERS.contains(k)) {
+                jobHeaders.put(k, v.toString());
+            }
+        });
+        if (!jobHeaders.containsKey(Jobs.REQUEST)) {
+            // a task in the seed's form, published by another producer: rendered here with the seed's template
+            JsonNode company = task.get(companyField);
+            if (company == null || !company.isValueNode() || company.asText().isBlank()) {
+                throw new PoisonTaskException("task lacks '" + companyField + "' (llmbatch.worker.company-field), the company name");
+            }
+            if (task.hasNonNull("job")) {
+                throw new PoisonTaskException("task of job '" + task.get("job").asText() + "' was not rendered: a job's tasks are "
+                                              + "submitted through the ingest node, which makes their prompts (re-drive it from there)");
+            }
         }
+        exchange.setProperty(TASK_JOB_HEADERS, jobHeaders);
         exchange.setProperty(TASK, task);
+        exchange.setProperty(TASK_MESSAGE_ID, msg.getHeader(MESSAGE_ID, String.class));
+        exchange.setProperty(TASK_REDELIVERED, Boolean.TRUE.equals(msg.getHeader(SpringRabbitMQConstants.REDELIVERED, Boolean.class)));
+        exchange.setProperty(TASK_DELIVERY_COUNT, msg.getHeader("x-delivery-count", Long.class)); // quorum queues
         return (ObjectNode) task;
     }
 
-    /** The prompt for the task, from the template file. */
-    public String prompt(ObjectNode task) {
+    /**
+     * The LLM request for the task, the variable the request routes build the body from: as the ingest node rendered it
+     * for the task's job ({@code prompt}, {@code system}, {@code params}, {@code model}), or, for a task in the seed's
+     * form, {@code prompt} from the local template file and {@code system} when a system prompt is configured.
+     */
+    public ObjectNode request(ObjectNode task, Exchange exchange) {
+        @SuppressWarnings("unchecked")
+        Map<String, Object> jobHeaders = exchange.getProperty(TASK_JOB_HEADERS, Map.class);
+        Object rendered = jobHeaders == null ? null : jobHeaders.get(Jobs.REQUEST);
+        if (rendered != null) {
+            JsonNode request;
+            try {
+                request = Tasks.JSON.readTree(rendered.toString());
+            } catch (IOException e) {
+                throw new PoisonTaskException("the task's rendered request (" + Jobs.REQUEST + ") is not JSON: " + Tasks.describe(e));
+            }
+            if (!request.isObject() || !request.path("prompt").isTextual() && !request.path("body").isObject()) {
+                throw new PoisonTaskException("the task's rendered request (" + Jobs.REQUEST + ") has no prompt");
+            }
+            int length = request.path("prompt").asText("").length() + request.path("system").asText("").length();
+            if (length > maxPromptChars) {
+                throw new PoisonTaskException("prompt of " + length + " characters exceeds llmbatch.worker.max-prompt-chars=" + maxPromptChars);
+            }
+            return (ObjectNode) request;
+        }
         String text;
         try {
             text = prompt.render(task);
         } catch (PromptTemplate.MissingFieldException e) {
             throw new PoisonTaskException(e.getMessage());
         }
-        if (text.length() > maxPromptChars) { // no model takes it: a 10 MB field is a mistake, not a prompt
-            throw new PoisonTaskException("prompt of " + text.length() + " characters exceeds llmbatch.worker.max-prompt-chars="
+        String systemText = system.text();
+        int length = text.length() + (systemText == null ? 0 : systemText.length());
+        if (length > maxPromptChars) { // no model takes it: a 10 MB field is a mistake, not a prompt
+            throw new PoisonTaskException("prompt of " + length + " characters exceeds llmbatch.worker.max-prompt-chars="
                                           + maxPromptChars);
         }
-        return text;
+        ObjectNode request = Tasks.JSON.createObjectNode().put("prompt", text);
+        if (systemText != null) {
+            request.put("system", systemText);
+        }
+        return request;
     }
 
     /** Publishes the result and returns once the broker confirmed it. */
     public void publishResult(Completion completion, Exchange exchange) throws IOException {
         ObjectNode task = exchange.getProperty(TASK, ObjectNode.class);
+        @SuppressWarnings("unchecked")
+        Map<String, Object> jobHeaders = exchange.getProperty(TASK_JOB_HEADERS, Map.class);
+        boolean rendered = jobHeaders != null && jobHeaders.containsKey(Jobs.REQUEST);
         ObjectNode result = Tasks.JSON.createObjectNode();
-        result.put("company", task.get(companyField).asText());
-        result.put("intro", completion.text());
+        String company = rendered ? (String) jobHeaders.get(Jobs.COMPANY_FIELD) : companyField;
+        if (company != null && task.hasNonNull(company)) {
+            result.put("company", task.get(company).asText());
+        }
+        result.put(rendered ? String.valueOf(jobHeaders.getOrDefault(Jobs.OUTPUT_FIELD, "output")) : "intro", completion.text());
         result.put("spends", BigDecimal.valueOf(completion.seconds()).setScale(3, RoundingMode.HALF_UP));
+        result.put("gpu_seconds", BigDecimal.valueOf(completion.seconds() * gpusPerSlot).setScale(3, RoundingMode.HALF_UP));
         result.set("task", task);
-        result.put("model_name", completion.model());
+        result.put("model_name", rendered && jobHeaders.get(Jobs.MODEL) != null ? jobHeaders.get(Jobs.MODEL).toString() : model);
+        if (rendered) {
+            result.put("job", String.valueOf(jobHeaders.get(Jobs.JOB)));
+            result.put("prompt_version", String.valueOf(jobHeaders.get(Jobs.PROMPT_VERSION)));
+            result.put("request_hash", String.valueOf(jobHeaders.get(Jobs.REQUEST_HASH)));
+        } else { // the seed's job, its prompt made here from this worker's template
+            result.put("job", defaultJob);
+            result.put("prompt_version", localPromptVersion());
+        }
+        if (completion.servedModel() != null) {
+            result.put("served_model", completion.servedModel()); // what the server says it ran
+        }
+        if (completion.finishReason() != null) {
+            result.put("finish_reason", completion.finishReason()); // "length": cut at max_tokens
+        }
         result.put("worker_host", host);
         result.put("gpu", gpu);
         result.put("backend", completion.backend());
@@ -112,10 +198,33 @@ public class Worker {
         result.put("started_at", exchange.getProperty(STARTED_AT, OffsetDateTime.class).toString());
         result.put("finished_at", OffsetDateTime.now(ZoneOffset.UTC).toString());
         result.put("attempts", completion.attempts());
-        String id = exchange.getMessage().getHeader(MESSAGE_ID, String.class);
+        if (Boolean.TRUE.equals(exchange.getProperty(TASK_REDELIVERED, Boolean.class))) {
+            result.put("redelivered", true); // the broker delivered the task before (to this or another worker)
+        }
+        Long deliveries = exchange.getProperty(TASK_DELIVERY_COUNT, Long.class);
+        if (deliveries != null) {
+            result.put("delivery_count", deliveries);
+        }
+        String id = exchange.getProperty(TASK_MESSAGE_ID, String.class);
+        Map<String, Object> headers = new LinkedHashMap<>();
+        headers.put(ConfirmingPublisher.SOURCE_HEADER, "worker:" + host);
+        if (rendered) { // where and under which key the collector stores it
+            headers.put(Jobs.PID, jobHeaders.get(Jobs.PID));
+            headers.put(Jobs.COLLECTION, jobHeaders.get(Jobs.COLLECTION));
+            headers.put(Jobs.JOB, jobHeaders.get(Jobs.JOB));
+        }
         publisher.publishOne(resultsQueue, new OutboundMessage(Tasks.JSON.writeValueAsBytes(result),
-                id != null ? id : Tasks.messageId(task), Map.of(ConfirmingPublisher.SOURCE_HEADER, "worker:" + host), 0));
+                id != null ? id : Tasks.messageId(task), headers, 0));
         completed.incrementAndGet();
+    }
+
+    /**
+     * The GPUs one LLM slot stands for (this worker's GPUs over its slots): a result's {@code gpu_seconds} is its call's
+     * seconds times this, what a job's GPU time and cost add up.
+     */
+    public Worker gpusPerSlot(double share) {
+        this.gpusPerSlot = share;
+        return this;
     }
 
     /** Results this worker published since it started. */
@@ -130,11 +239,51 @@ public class Worker {
     public void deadLetter(Exchange exchange) {
         Exception e = exchange.getProperty(Exchange.EXCEPTION_CAUGHT, Exception.class);
         Map<String, Object> headers = new LinkedHashMap<>();
-        headers.put("x-llmbatch-attempts", e instanceof LlmException le ? le.attempts() : 0);
+        LlmBalancer.Attempts attempts = exchange.getProperty(LlmBalancer.ATTEMPTS, LlmBalancer.Attempts.class);
+        headers.put("x-llmbatch-attempts", e instanceof LlmRejectedException r ? r.attempts() : attempts == null ? 0 : attempts.calls());
         headers.put("x-llmbatch-worker-host", host);
         headers.put(ConfirmingPublisher.SOURCE_HEADER, "worker:" + host);
-        String reason = publisher.deadLetter(deadLetterQueue, exchange, headers);
-        LOG.warn("Task {} dead-lettered to {}: {}", exchange.getMessage().getHeader(MESSAGE_ID), deadLetterQueue, reason);
+        // a job's task keeps what it needs to be re-driven (its job headers), and goes to its job's dead-letter queue
+        String job = exchange.getMessage().getHeader(Jobs.JOB, String.class);
+        for (String h : JOB_HEADERS) {
+            Object v = exchange.getMessage().getHeader(h);
+            if (v != null) {
+                headers.put(h, v.toString());
+            }
+        }
+        String queue = deadLetterQueueOf(job);
+        String reason = publisher.deadLetter(queue, exchange, headers);
+        LOG.warn("Task {} dead-lettered to {}: {}", exchange.getMessage().getHeader(MESSAGE_ID), queue, reason);
+    }
+
+    private volatile String[] promptVersion = { null, null };
+
+    /** The version of this worker's own template and system prompt (as the ingest node computes a job's), cached per text. */
+    private String localPromptVersion() {
+        String systemText = system.text();
+        String text = prompt.text() + "\u0000" + (systemText == null ? "" : systemText);
+        String[] cached = promptVersion;
+        if (!text.equals(cached[0])) {
+            cached = new String[] { text, io.llmbatch.jobs.JobDefinition.sha256(text).substring(0, 12) };
+            promptVersion = cached;
+        }
+        return cached[1];
+    }
+
+    /** The job of a task in flight (its job header, else the default job). */
+    public String jobOf(Exchange exchange) {
+        Object headers = exchange.getProperty(TASK_JOB_HEADERS);
+        Object job = headers instanceof Map<?, ?> m ? m.get(Jobs.JOB) : null;
+        return job != null ? job.toString() : defaultJob;
+    }
+
+    /** The job headers a rendered task carries, copied to its result's message and to its dead letter. */
+    static final java.util.List<String> JOB_HEADERS = java.util.List.of(Jobs.JOB, Jobs.REQUEST, Jobs.REQUEST_HASH,
+            Jobs.PROMPT_VERSION, Jobs.PID, Jobs.COLLECTION, Jobs.MODEL, Jobs.OUTPUT_FIELD, Jobs.COMPANY_FIELD);
+
+    /** The seed's job (and tasks in its form) dead-letter to llmbatch.queue.tasks-dlq, any other job to its own. */
+    public String deadLetterQueueOf(String job) {
+        return job == null || job.equals(defaultJob) ? deadLetterQueue : deadLetterQueue + "." + job;
     }
 
     /** The task itself is wrong (not JSON, a field missing): no retry can help. */

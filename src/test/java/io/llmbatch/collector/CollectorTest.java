@@ -158,6 +158,24 @@ class CollectorTest {
         });
     }
 
+    static boolean uniquePidIndex(MongoCollection<Document> docs) {
+        return docs.listIndexes().into(new ArrayList<>()).stream()
+                .anyMatch(ix -> ix.get("key", Document.class).keySet().equals(java.util.Set.of("pid")) && ix.getBoolean("unique", false));
+    }
+
+    @Test
+    void indexes_are_checked_again_when_mongodb_is_reachable_again() {
+        await().atMost(Duration.ofSeconds(10)).until(() -> uniquePidIndex(docs));
+        String name = docs.listIndexes().into(new ArrayList<>()).stream()
+                .filter(ix -> ix.get("key", Document.class).containsKey("pid")).findFirst().orElseThrow().getString("name");
+        docs.dropIndex(name); // e.g. restored from a dump without its indexes
+        assertThat(uniquePidIndex(docs)).isFalse();
+        Mongo.stop();
+        Mongo.start(MONGO_PORT);
+        // no write needed: the collector sees MongoDB come back and checks its indexes
+        await().atMost(Duration.ofSeconds(30)).until(() -> uniquePidIndex(docs));
+    }
+
     @Test
     void a_document_mongodb_cannot_take_is_dead_lettered_and_does_not_block_the_collector() throws Exception {
         publish(result("甲公司", "a"));

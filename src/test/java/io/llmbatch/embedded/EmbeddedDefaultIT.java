@@ -4,8 +4,11 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.StandardCopyOption;
 import java.time.Duration;
+import java.util.Locale;
 import java.util.Map;
+import java.util.concurrent.TimeUnit;
 
+import com.fasterxml.jackson.databind.JsonNode;
 import com.mongodb.client.MongoClient;
 import com.mongodb.client.MongoClients;
 import com.mongodb.client.MongoCollection;
@@ -21,7 +24,8 @@ import static org.awaitility.Awaitility.await;
 
 /**
  * The default run with nothing configured (no RABBITMQ_URL, MONGODB_URI, LLM_ENDPOINTS): embedded broker, MongoDB
- * and LLM simulator process the sample job end to end, the results survive a restart, and a configured broker
+ * and LLM simulator process the sample job end to end, {@code /api/progress} and {@code status --once} show it all
+ * stored, the results survive a restart, and a configured broker
  * that is down is reported, never replaced by the embedded one. Only ports and directories are set, so that the
  * test does not collide with a running node.
  */
@@ -31,9 +35,10 @@ class EmbeddedDefaultIT {
     static final Path INBOX = Path.of("target/it-embedded/inbox");
     static final int BROKER_PORT = 15673;
     static final int MONGO_PORT = 17018;
+    static final int HTTP_PORT = 18190;
     static final String[] PLACES = { "llmbatch.embedded.data-dir=" + DATA, "llmbatch.ingest.inbox=" + INBOX,
                                      "llmbatch.embedded.broker-port=" + BROKER_PORT, "llmbatch.embedded.mongodb-port=" + MONGO_PORT,
-                                     "llmbatch.embedded.llm-port=11100", "camel.server.port=18190",
+                                     "llmbatch.embedded.llm-port=11100", "camel.server.port=" + EmbeddedDefaultIT.HTTP_PORT,
                                      "camel.main.routesReloadEnabled=false" };
 
     @Test
@@ -48,6 +53,26 @@ class EmbeddedDefaultIT {
             Files.copy(Path.of("samples/companies.csv"), tmp);
             Files.move(tmp, INBOX.resolve("companies.csv"), StandardCopyOption.ATOMIC_MOVE);
             await().atMost(Duration.ofSeconds(180)).until(() -> stored() == rows);
+
+            // /api/progress on the embedded broker: the status reports of the worker and the collector arrive
+            await().atMost(Duration.ofSeconds(30)).ignoreExceptions().untilAsserted(() -> {
+                JsonNode progress = Http.get(HTTP_PORT, "/api/progress").json();
+                assertThat(progress.path("stored").asLong(-1)).as(progress.toString()).isEqualTo(rows);
+                assertThat(progress.path("remaining").asLong(-1)).as(progress.toString()).isZero();
+                assertThat(progress.path("workers")).as(progress.toString()).hasSize(1);
+                assertThat(progress.path("workers").get(0).path("completed").asLong()).as(progress.toString()).isEqualTo(rows);
+                assertThat(progress.path("collectors")).as(progress.toString()).hasSize(1);
+            });
+            // ... and the status command, as a process against this node, agrees
+            Path statusLog = Path.of("target/embedded-status.log");
+            Process status = new ProcessBuilder(Path.of(System.getProperty("java.home"), "bin", "java").toString(), "-jar",
+                    "target/llm-batch.jar", "status", "http://127.0.0.1:" + HTTP_PORT + "/api/progress", "--once")
+                    .redirectErrorStream(true).redirectOutput(statusLog.toFile()).start();
+            assertThat(status.waitFor(60, TimeUnit.SECONDS)).as("status --once returns").isTrue();
+            String bar = Files.readString(statusLog);
+            assertThat(status.exitValue()).as(bar).isZero();
+            assertThat(bar).contains("100.0%", String.format(Locale.ROOT, "stored %,d ", rows), "waiting 0");
+
             String log = Files.readString(first.log());
             assertThat(log).contains("EMBEDDED broker", "EMBEDDED MongoDB", "EMBEDDED LLM SIMULATOR");
         }

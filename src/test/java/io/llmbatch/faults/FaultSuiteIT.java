@@ -10,6 +10,7 @@ import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.HashSet;
 import java.util.List;
+import java.util.Map;
 import java.util.Set;
 import java.util.concurrent.TimeUnit;
 import java.util.stream.Stream;
@@ -28,7 +29,7 @@ import io.llmbatch.llm.LlmSimulator;
 import io.llmbatch.support.AppProcess;
 import io.llmbatch.support.Broker;
 import io.llmbatch.support.Http;
-import io.llmbatch.embedded.Embedded;
+import io.llmbatch.support.CountingMongo;
 import io.llmbatch.support.RabbitMQRequired;
 
 import static org.assertj.core.api.Assertions.assertThat;
@@ -37,17 +38,21 @@ import static org.awaitility.Awaitility.await;
 /**
  * The fault suite: each scenario runs {@code faults.tasks} (default 10,000) seed-format tasks through a worker and a
  * collector running as separate processes of target/llm-batch.jar, with three LLM simulators and a MongoDB-wire
- * server in this JVM, injects its fault mid-run, and ends by counting documents (= distinct tasks), duplicates
- * (0) and dead letters (only the poison sent on purpose). Every scenario appends a row to
- * target/faults/results.md. {@code -Dfaults=all} runs every scenario (bench/faults.sh); the default, run by CI on
+ * server in this JVM, injects its fault mid-run, and ends by counting: documents (= distinct tasks, none lost), dead
+ * letters (only the poison sent on purpose), and the work done twice, which the unique pid index hides but which costs
+ * GPU time: LLM completions beyond one per task (the simulators count them per prompt), results written beyond one per
+ * task (the MongoDB server counts upserts per pid), and tasks the broker delivered again. Every scenario appends a row
+ * to target/faults/results.md. {@code -Dfaults=all} runs every scenario (bench/faults.sh); the default, run by CI on
  * every change, is kill-worker, kill-collector and poison. {@code -Dfaults.queue-type=quorum} repeats them on
- * quorum queues.
+ * quorum queues; llm-all-down-quorum always runs on quorum queues.
  */
 @ExtendWith(RabbitMQRequired.class)
 class FaultSuiteIT {
 
     static final List<String> ALL = List.of("kill-worker", "kill-collector", "broker-restart", "mongo-down", "llm-hang",
-                                            "llm-500", "llm-all-down", "poison", "consumer-timeout");
+                                            "llm-500", "llm-all-down", "llm-all-down-quorum", "poison", "consumer-timeout");
+    /** llm-all-down-quorum: every backend gone this long, longer than the worker's hold, so the worker pauses. */
+    static final int LONG_OUTAGE_SECONDS = Integer.getInteger("faults.long-outage-seconds", 150);
     /** consumer-timeout: LLM calls of 8 s, so 10,000 tasks would take two hours; this many show the same. */
     static final int LONG_CALL_TASKS = Integer.getInteger("faults.long-call-tasks", 150);
     static final int N = Integer.getInteger("faults.tasks", 10_000);
@@ -63,8 +68,9 @@ class FaultSuiteIT {
         assertThat(ALL).as("known scenarios").containsAll(names);
         Files.createDirectories(RESULTS_TABLE.getParent());
         if (!Files.exists(RESULTS_TABLE)) {
-            Files.writeString(RESULTS_TABLE, "| scenario | queues | tasks | stored | lost | duplicates | DLQ (poison sent) | recovery |\n"
-                                             + "|---|---|---|---|---|---|---|---|\n");
+            Files.writeString(RESULTS_TABLE, "| scenario | queues | tasks | stored | lost | LLM calls | completions redone | "
+                                             + "results rewritten | tasks redelivered | DLQ (poison sent) | recovery |\n"
+                                             + "|---|---|---|---|---|---|---|---|---|---|---|\n");
         }
         return names.stream().map(name -> DynamicTest.dynamicTest(name, () -> {
             try (Run run = new Run(name)) {
@@ -72,7 +78,7 @@ class FaultSuiteIT {
             } catch (Throwable failed) { // a scenario that fails before counting still gets its row
                 String why = String.valueOf(failed.getMessage()).lines().map(String::trim).filter(l -> !l.isEmpty())
                         .reduce((a, b) -> a + " " + b).orElse(failed.getClass().getSimpleName()).replace('|', '/');
-                Files.writeString(RESULTS_TABLE, String.format("| %s | %s | FAILED: %s |||||| %n", name, QUEUE_TYPE,
+                Files.writeString(RESULTS_TABLE, String.format("| %s | %s | FAILED: %s ||||||||| %n", name, QUEUE_TYPE,
                         why.length() > 300 ? why.substring(0, 300) + "..." : why), StandardOpenOption.APPEND);
                 throw failed;
             }
@@ -89,31 +95,38 @@ class FaultSuiteIT {
         final MongoClient mongoClient;
         final MongoCollection<Document> docs;
         final List<LlmSimulator> sims = new ArrayList<>();
+        /** Completions and calls of simulators already closed (llm-all-down restarts them). */
+        final java.util.Map<String, Long> servedBefore = new java.util.HashMap<>();
+        long postsBefore;
         final Path mongoDir;
-        Embedded.Running mongo;
+        final String queueType;
+        CountingMongo mongo;
         final List<AppProcess> processes = new ArrayList<>();
         final String[] common;
         final int n;
         int poisonSent;
+        int heldBatch;
         String recovery = "-";
 
         Run(String name) throws Exception {
             this.name = name;
             this.n = name.equals("consumer-timeout") ? LONG_CALL_TASKS : N;
+            this.queueType = name.equals("llm-all-down-quorum") ? "quorum" : QUEUE_TYPE;
             String prefix = "faults_" + name.replace('-', '_');
             tasks = prefix + "_tasks";
             results = prefix + "_results";
             broker = new Broker().reset(tasks, results, tasks + ".dlq", results + ".dlq");
             mongoDir = Path.of("target/faults", name + "-mongodb");
             FileUtil.removeDir(mongoDir.toFile());
-            mongo = Embedded.mongo(mongoDir, MONGO_PORT); // H2 file: the data survives the server's restart
+            CountingMongo.reset();
+            mongo = CountingMongo.start(mongoDir, MONGO_PORT); // H2 file: the data survives the server's restart
             mongoClient = MongoClients.create("mongodb://127.0.0.1:" + MONGO_PORT);
             docs = mongoClient.getDatabase("llm").getCollection("company_intro");
             startSimulators();
             List<String> endpoints = Arrays.stream(LLM_PORTS).mapToObj(p -> "http://127.0.0.1:" + p + ";slots=4").toList();
             common = new String[] { "llmbatch.queue.tasks=" + tasks, "llmbatch.queue.results=" + results,
                                     "llmbatch.queue.tasks-dlq=" + tasks + ".dlq", "llmbatch.queue.results-dlq=" + results + ".dlq",
-                                    "llmbatch.queue.type=" + QUEUE_TYPE, "llmbatch.mongodb.uri=mongodb://127.0.0.1:" + MONGO_PORT,
+                                    "llmbatch.queue.type=" + queueType, "llmbatch.mongodb.uri=mongodb://127.0.0.1:" + MONGO_PORT,
                                     "llmbatch.llm.endpoints=" + String.join(",", endpoints), "llmbatch.llm.response-timeout=5000",
                                     "llmbatch.llm.cooldown=2000", "llmbatch.llm.probe-interval=1000",
                                     "camel.main.routesReloadEnabled=false" };
@@ -145,7 +158,7 @@ class FaultSuiteIT {
             AppProcess collector = start("collector", 1);
             AppProcess worker = name.equals("consumer-timeout")
                     ? start("worker", 1, "llmbatch.rabbitmq.consumer-timeout=5000", "llmbatch.llm.response-timeout=30000")
-                    : start("worker", 1);
+                    : name.equals("llm-all-down-quorum") ? start("worker", 1, "llmbatch.llm.hold=30000") : start("worker", 1);
             await().atMost(Duration.ofSeconds(60)).until(() -> logged(collector, "Routes startup") && logged(worker, "Routes startup"));
             if (name.equals("poison")) {
                 publishPoison();
@@ -165,6 +178,10 @@ class FaultSuiteIT {
                 }
                 case "kill-collector" -> {
                     awaitStored(n / 5);
+                    // the next bulk write is applied and its answer held: the kill lands after MongoDB stored the batch
+                    // and before the collector acknowledged any of it, so the whole batch comes back and is written again
+                    CountingMongo.Hold hold = CountingMongo.holdNextWrite(5_000);
+                    heldBatch = hold.awaitApplied(60);
                     collector.kill9();
                     long at = System.nanoTime();
                     start("collector", 2);
@@ -212,9 +229,9 @@ class FaultSuiteIT {
                 }
                 case "mongo-down" -> {
                     awaitStored(n / 5);
-                    mongo.stop().run();
+                    mongo.close();
                     Thread.sleep(30_000);
-                    mongo = Embedded.mongo(mongoDir, MONGO_PORT);
+                    mongo = CountingMongo.start(mongoDir, MONGO_PORT);
                     long at = System.nanoTime();
                     recovery = storingAgainAfter(at) + " (MongoDB back after 30 s down, to results stored again)";
                 }
@@ -226,14 +243,16 @@ class FaultSuiteIT {
                     sims.get(1).failRate(1.0);
                     recovery = "no outage: the failing backend cools down, the other two carry on";
                 }
-                case "llm-all-down" -> {
+                case "llm-all-down", "llm-all-down-quorum" -> {
+                    int seconds = name.equals("llm-all-down") ? 60 : LONG_OUTAGE_SECONDS;
                     awaitStored(n / 5);
-                    sims.forEach(LlmSimulator::close);
-                    sims.clear();
-                    Thread.sleep(60_000);
+                    closeSimulators();
+                    Thread.sleep(seconds * 1000L);
                     startSimulators();
                     long at = System.nanoTime();
-                    recovery = storingAgainAfter(at) + " (backends back after 60 s down, to results stored again)";
+                    recovery = storingAgainAfter(at) + " (backends back after " + seconds + " s down"
+                               + (name.equals("llm-all-down") ? ", shorter than the worker's hold of 300 s"
+                                  : ", longer than the worker's hold of 30 s: it paused") + ", to results stored again)";
                 }
                 case "consumer-timeout" -> {
                     assertThat(Files.readString(worker.log())).as("the worker warns at start")
@@ -249,21 +268,48 @@ class FaultSuiteIT {
             Thread.sleep(2_000); // anything still arriving (a duplicate) would show now
             long stored = docs.countDocuments();
             Set<String> companies = new HashSet<>();
-            docs.find().projection(new Document("company", 1)).forEach(d -> companies.add(d.getString("company")));
+            long redelivered = 0;
+            for (Document d : docs.find().projection(new Document("company", 1).append("redelivered", 1).append("delivery_count", 1))) {
+                companies.add(d.getString("company"));
+                // quorum queues count deliveries; classic ones only flag a task delivered before
+                redelivered += d.get("delivery_count") instanceof Number c ? c.longValue() : Boolean.TRUE.equals(d.get("redelivered")) ? 1 : 0;
+            }
             long lost = n - companies.stream().filter(c -> c.startsWith("故障测试公司")).count();
-            long duplicates = stored - companies.size();
             long dead = broker.count(tasks + ".dlq") + broker.count(results + ".dlq");
+            Map<String, Long> served = new java.util.HashMap<>(servedBefore);
+            long posts = postsBefore;
+            for (LlmSimulator sim : sims) {
+                sim.servedPerPrompt().forEach((prompt, count) -> served.merge(prompt, count, Long::sum));
+                posts += sim.posts();
+            }
+            long redone = served.values().stream().mapToLong(c -> Math.max(0, c - 1)).sum();
+            long rewritten = CountingMongo.writesBeyondFirst();
             if (name.equals("consumer-timeout")) {
                 long closed = Files.readString(processes.get(1).log()).lines()
                         .filter(l -> l.contains("delivery acknowledgement on channel")).count();
                 recovery += " " + closed + " time(s), their tasks redelivered and done again; none lost, none stored twice";
             }
-            Files.writeString(RESULTS_TABLE, String.format("| %s | %s | %,d | %,d | %d | %d | %d (%d) | %s |%n", name, QUEUE_TYPE, n,
-                    stored, lost, duplicates, dead, poisonSent, recovery), StandardOpenOption.APPEND);
+            if (name.equals("kill-collector")) {
+                recovery += "; killed while a batch of " + heldBatch + " was written and not acknowledged";
+            }
+            Files.writeString(RESULTS_TABLE, String.format("| %s | %s | %,d | %,d | %d | %,d | %,d | %,d | %,d | %d (%d) | %s |%n", name,
+                    queueType, n, stored, lost, posts, redone, rewritten, redelivered, dead, poisonSent, recovery), StandardOpenOption.APPEND);
             assertThat(lost).as(name + ": lost").isZero();
-            assertThat(duplicates).as(name + ": duplicates").isZero();
             assertThat(stored).as(name + ": documents").isEqualTo(n);
             assertThat(dead).as(name + ": dead letters (only the poison sent)").isEqualTo(poisonSent);
+            if (name.equals("kill-collector")) {
+                assertThat(rewritten).as("the batch written but not acknowledged is written again").isGreaterThanOrEqualTo(heldBatch);
+            }
+            if (name.equals("llm-all-down") || name.equals("llm-hang") || name.equals("llm-500") || name.equals("poison")) {
+                assertThat(redelivered).as(name + ": no task goes back to the queue").isZero();
+                assertThat(redone).as(name + ": no completion made twice").isZero();
+            }
+            if (name.equals("llm-all-down-quorum")) {
+                // the outage outlasts the hold: each task the worker held or had prefetched goes back once, no more
+                long held = 2L * 12 * 3; // concurrency (twice 12 slots) x prefetch 3
+                assertThat(redelivered).as("returns stay near zero, whatever the outage's length").isLessThanOrEqualTo(held);
+                assertThat(redone).isZero();
+            }
             if (poisonSent > 0) {
                 List<String> reasons = new ArrayList<>();
                 for (GetResponse r : broker.drain(tasks + ".dlq")) {
@@ -271,6 +317,15 @@ class FaultSuiteIT {
                 }
                 assertThat(reasons).hasSize(poisonSent).allMatch(r -> !r.isBlank() && !"null".equals(r));
             }
+        }
+
+        void closeSimulators() {
+            for (LlmSimulator sim : sims) {
+                sim.servedPerPrompt().forEach((prompt, count) -> servedBefore.merge(prompt, count, Long::sum));
+                postsBefore += sim.posts();
+                sim.close();
+            }
+            sims.clear();
         }
 
         void publishTasks() throws Exception {
@@ -350,7 +405,7 @@ class FaultSuiteIT {
             mongoClient.close();
             broker.reset(tasks, results, tasks + ".dlq", results + ".dlq");
             broker.close();
-            mongo.stop().run();
+            mongo.close();
         }
     }
 }

@@ -101,7 +101,10 @@ class BrokerSizeLimitTest {
 
         org.awaitility.Awaitility.await().atMost(Duration.ofSeconds(30))
                 .until(() -> Files.exists(INBOX.resolve(".done/sizes.jsonl")));
-        assertThat(drain()).extracting(t -> t.get("ent_table_name").asText()).containsExactlyInAnyOrder("大小测试10", "大小测试12");
+        // the broker closes the channel at the refused message, so a message sent just before it may be stored without
+        // its confirm arriving: it is sent again (at least once; the result's pid keeps one document)
+        assertThat(drain()).extracting(t -> t.get("ent_table_name").asText()).containsOnly("大小测试10", "大小测试12")
+                .contains("大小测试10", "大小测试12");
         List<String> rejects = Files.readAllLines(INBOX.resolve(".done/sizes.jsonl.rejects.jsonl"), StandardCharsets.UTF_8);
         assertThat(rejects).hasSize(1);
         assertThat(JSON.readTree(rejects.get(0)).get("line").asInt()).isEqualTo(2);

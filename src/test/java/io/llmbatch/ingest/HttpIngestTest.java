@@ -65,7 +65,7 @@ class HttpIngestTest {
         Answer answer = Http.post(PORT, "/send_workq_message/", seedPayload(TASKS, TWO_TASKS));
 
         assertThat(answer.status()).isEqualTo(200);
-        assertThat(answer.json()).isEqualTo(JSON.readTree("{\"queue\": \"" + TASKS + "\", \"published\": 2}"));
+        assertThat(answer.json()).isEqualTo(JSON.readTree("{\"queue\": \"" + TASKS + "\", \"published\": 2, \"skipped\": 0}"));
         List<GetResponse> messages = broker.drain(TASKS);
         assertThat(messages).hasSize(2);
         JsonNode sent = JSON.readTree(TWO_TASKS);

@@ -95,10 +95,17 @@ class OperationsIT {
                     .as("a page of another site, through a browser").isEqualTo(403);
             assertThat(Http.get(MANAGEMENT, read, "Authorization", AUTH, "Origin", "http://127.0.0.1:8090").json().get("value")
                     .asLong()).as("bin/hawtio's page").isEqualTo(300);
-            JsonNode dump = Http.get(MANAGEMENT, "/observe/jolokia/exec/org.apache.camel:context=llm-batch,type=context,name=%22llm-batch%22/dumpRoutesAsXml()", "Authorization", AUTH).json();
+            // operations only over POST with a JSON Content-Type (what Hawtio sends); never over GET, which any page can trigger
+            String context = "org.apache.camel:context=llm-batch,type=context,name=\\\"llm-batch\\\"";
+            JsonNode dump = Http.post(MANAGEMENT, "/observe/jolokia", "{\"type\":\"exec\",\"mbean\":\"" + context
+                    + "\",\"operation\":\"dumpRoutesAsXml()\"}", "Authorization", AUTH, "Content-Type", "application/json").json();
             assertThat(dump.get("status").asInt()).as(dump.toString()).isEqualTo(200);
-            JsonNode stop = Http.get(MANAGEMENT, "/observe/jolokia/exec/" + ROUTE_MBEAN + "/stop", "Authorization", AUTH).json();
-            assertThat(stop.get("status").asInt()).as(stop.toString()).isEqualTo(403);
+            assertThat(Http.get(MANAGEMENT, "/observe/jolokia/exec/org.apache.camel:context=llm-batch,type=context,name=%22llm-batch%22/dumpRoutesAsXml()",
+                    "Authorization", AUTH).status()).as("exec over GET").isEqualTo(405);
+            JsonNode stop = Http.post(MANAGEMENT, "/observe/jolokia", "{\"type\":\"exec\",\"mbean\":\""
+                    + "org.apache.camel:context=llm-batch,type=routes,name=\\\"worker-tasks\\\"\",\"operation\":\"stop\"}",
+                    "Authorization", AUTH, "Content-Type", "application/json").json();
+            assertThat(stop.get("status").asInt()).as("route control is off: " + stop).isEqualTo(403);
             assertThat(Http.get(MANAGEMENT, "/observe/jolokia/read/" + ROUTE_MBEAN + "/State", "Authorization", AUTH)
                     .json().get("value").asText()).isEqualTo("Started");
         }
@@ -110,7 +117,8 @@ class OperationsIT {
                 "llmbatch.roles=worker", "camel.management.host=0.0.0.0", "camel.management.port=18815",
                 "llmbatch.llm.endpoints=http://127.0.0.1:18816", "llmbatch.queue.tasks=" + TASKS)) {
             await().atMost(Duration.ofSeconds(60)).until(() -> !node.isAlive());
-            assertThat(Files.readString(node.log())).contains("exposes Jolokia beyond this machine", "MANAGEMENT_PASSWORD");
+            assertThat(Files.readString(node.log())).contains("exposes Jolokia, health and metrics beyond this machine",
+                    "MANAGEMENT_PASSWORD");
         }
     }
 

@@ -14,9 +14,14 @@ public final class AppProcess implements AutoCloseable {
     private final Process process;
     private final Path log;
 
+    private final Thread reaper;
+
     private AppProcess(Process process, Path log) {
         this.process = process;
         this.log = log;
+        // a test JVM that is ended (Ctrl-C, a killed bench) takes its processes with it instead of orphaning them
+        this.reaper = new Thread(process::destroyForcibly, "app-process-reaper");
+        Runtime.getRuntime().addShutdownHook(reaper);
     }
 
     /** The jar on the tests' broker (RabbitMQRequired.URL), with the given settings. */
@@ -43,15 +48,30 @@ public final class AppProcess implements AutoCloseable {
 
     /** Like {@link #startWithEnvironment}, with {@code workDir} as working directory (its routes/, application.properties). */
     public static AppProcess startIn(Path workDir, String name, Map<String, String> env, String... properties) throws IOException {
-        return start(workDir, "256m", name, env, properties);
+        return startWith(List.of(), workDir, "256m", name, env, properties);
+    }
+
+    /**
+     * Like {@link #startIn}, the java command run through {@code prefix}, e.g. {@code ip netns exec gpu} to start it in a
+     * network namespace.
+     */
+    public static AppProcess startWith(List<String> prefix, Path workDir, String name, Map<String, String> env, String... properties)
+            throws IOException {
+        return startWith(prefix, workDir, "256m", name, env, properties);
     }
 
     private static AppProcess start(Path workDir, String xmx, String name, Map<String, String> env, String... properties) throws IOException {
+        return startWith(List.of(), workDir, xmx, name, env, properties);
+    }
+
+    private static AppProcess startWith(List<String> prefix, Path workDir, String xmx, String name, Map<String, String> env,
+                                        String... properties) throws IOException {
         Path jar = Path.of("target/llm-batch.jar").toAbsolutePath();
         if (!Files.exists(jar)) {
             throw new IllegalStateException("target/llm-batch.jar is missing: run the *IT tests with `mvn verify` (after package)");
         }
-        List<String> cmd = new ArrayList<>(List.of(
+        List<String> cmd = new ArrayList<>(prefix);
+        cmd.addAll(List.of(
                 Path.of(System.getProperty("java.home"), "bin", "java").toString(), "-Xmx" + xmx, "-jar", jar.toString()));
         for (String p : properties) {
             cmd.add("-D" + p);
@@ -75,6 +95,11 @@ public final class AppProcess implements AutoCloseable {
         process.destroyForcibly().waitFor();
     }
 
+    /** The process id of the JVM (to find its sockets). */
+    public long pid() {
+        return process.pid();
+    }
+
     public boolean isAlive() {
         return process.isAlive();
     }
@@ -96,6 +121,11 @@ public final class AppProcess implements AutoCloseable {
         if (process.isAlive()) {
             process.destroy();
             process.waitFor();
+        }
+        try {
+            Runtime.getRuntime().removeShutdownHook(reaper);
+        } catch (IllegalStateException shuttingDown) {
+            // the hook runs anyway
         }
     }
 }

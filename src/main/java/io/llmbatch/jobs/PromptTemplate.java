@@ -1,7 +1,6 @@
-package io.llmbatch.worker;
+package io.llmbatch.jobs;
 
 import java.io.IOException;
-import java.io.UncheckedIOException;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -12,23 +11,33 @@ import java.util.regex.Matcher;
 import java.util.regex.Pattern;
 
 import com.fasterxml.jackson.databind.JsonNode;
+import org.slf4j.LoggerFactory;
 
 /**
  * A prompt file with named placeholders, {@code {field}}, filled from the task's fields. The file is read
- * again when it changes, so a running worker picks up an edited prompt without a restart.
+ * again when it changes, so a running worker picks up an edited prompt without a restart. While it cannot be read
+ * (an editor replacing it, a deploy renaming it into place) the last version read is used; a file never read is
+ * {@link PromptUnavailableException}: the worker's configuration, not the task, so the task is never dead-lettered.
  */
 public class PromptTemplate {
 
     private static final Pattern PLACEHOLDER = Pattern.compile("\\{([A-Za-z_][A-Za-z0-9_]*)}");
 
     private final Path path;
+    private final String setting;
     private volatile Loaded loaded;
+    private volatile boolean warned;
 
     private record Loaded(FileTime modified, String text, List<String> fields) {
     }
 
     public PromptTemplate(Path path) {
+        this(path, "llmbatch.worker.prompt");
+    }
+
+    public PromptTemplate(Path path, String setting) {
         this.path = path;
+        this.setting = setting;
     }
 
     public Path path() {
@@ -38,6 +47,21 @@ public class PromptTemplate {
     /** The placeholder names, in order. */
     public List<String> fields() {
         return current().fields();
+    }
+
+    /** The text as it is (no placeholders filled). */
+    public String text() {
+        return current().text();
+    }
+
+    /** Whether the file can be used now (read at least once). */
+    public boolean readable() {
+        try {
+            current();
+            return true;
+        } catch (PromptUnavailableException e) {
+            return false;
+        }
     }
 
     /**
@@ -63,9 +87,9 @@ public class PromptTemplate {
     }
 
     private Loaded current() {
+        Loaded t = loaded;
         try {
             FileTime modified = Files.getLastModifiedTime(path);
-            Loaded t = loaded;
             if (t == null || !t.modified().equals(modified)) {
                 String text = Files.readString(path, StandardCharsets.UTF_8).stripTrailing();
                 List<String> fields = new ArrayList<>();
@@ -75,11 +99,26 @@ public class PromptTemplate {
                 }
                 t = new Loaded(modified, text, List.copyOf(fields));
                 loaded = t;
+                warned = false;
             }
             return t;
         } catch (IOException e) {
-            throw new UncheckedIOException("cannot read the prompt file " + path.toAbsolutePath()
-                                           + " (llmbatch.worker.prompt)", e);
+            String why = "cannot read " + path.toAbsolutePath() + " (" + setting + "): " + e;
+            if (t == null) {
+                throw new PromptUnavailableException(why);
+            }
+            if (!warned) {
+                warned = true;
+                LoggerFactory.getLogger(PromptTemplate.class).warn("{}; using the version read before", why);
+            }
+            return t;
+        }
+    }
+
+    /** The prompt file was never readable: the worker cannot make prompts (the task goes back to the queue). */
+    public static class PromptUnavailableException extends RuntimeException {
+        public PromptUnavailableException(String message) {
+            super(message);
         }
     }
 

@@ -1,0 +1,144 @@
+package io.llmbatch.jobs;
+
+import java.util.ArrayList;
+import java.util.Date;
+import java.util.HashSet;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Set;
+
+import com.mongodb.client.MongoCollection;
+import com.mongodb.client.MongoCursor;
+import com.mongodb.client.MongoDatabase;
+import com.mongodb.client.model.Accumulators;
+import com.mongodb.client.model.Aggregates;
+import com.mongodb.client.model.BulkWriteOptions;
+import com.mongodb.client.model.Filters;
+import com.mongodb.client.model.IndexOptions;
+import com.mongodb.client.model.Indexes;
+import com.mongodb.client.model.Projections;
+import com.mongodb.client.model.UpdateOneModel;
+import com.mongodb.client.model.UpdateOptions;
+import com.mongodb.client.model.Updates;
+import com.mongodb.client.model.WriteModel;
+import org.bson.Document;
+import org.bson.conversions.Bson;
+
+/**
+ * What MongoDB knows of each job, the source of its exact counts: the task ledger ({@code llmbatch_tasks}, one document
+ * per job and key, written by the ingest node before it publishes: how often the task was submitted, how often skipped)
+ * and the job's results (its collection, the documents of that job). Both survive any process's restart.
+ *
+ * <p>The ledger also decides what not to generate twice: a task whose result is already stored for the same job and key,
+ * made from the same request (prompt, system prompt, model, params: its request hash), is skipped unless forced.
+ */
+public final class JobStore {
+
+    public static final String LEDGER = "llmbatch_tasks";
+    private static final UpdateOptions UPSERT = new UpdateOptions().upsert(true);
+    private static final BulkWriteOptions UNORDERED = new BulkWriteOptions().ordered(false);
+
+    private final MongoDatabase database;
+    private final MongoCollection<Document> ledger;
+    private volatile boolean indexed;
+
+    public JobStore(MongoDatabase database) {
+        this.database = database;
+        this.ledger = database.getCollection(LEDGER);
+    }
+
+    /** The collection a job's results go to. */
+    public MongoCollection<Document> results(JobDefinition job) {
+        return database.getCollection(job.collection());
+    }
+
+    /**
+     * Records the tasks of one job about to be published and returns those to publish: without {@code force}, a task
+     * whose result is stored from the same request is left out (counted as skipped). Called before publishing, so a
+     * crash after it at most counts a task that is then submitted again (the count is of distinct tasks).
+     */
+    public List<Jobs.Rendered> admit(JobDefinition job, List<Jobs.Rendered> tasks, boolean force) {
+        if (tasks.isEmpty()) {
+            return tasks;
+        }
+        ensureIndexes();
+        Set<String> stored = force ? Set.of() : storedFromTheSameRequest(job, tasks);
+        Date now = new Date();
+        List<WriteModel<Document>> writes = new ArrayList<>(tasks.size());
+        List<Jobs.Rendered> publish = new ArrayList<>(tasks.size());
+        Set<String> seen = new HashSet<>();
+        for (Jobs.Rendered t : tasks) {
+            boolean skip = stored.contains(t.pid() + " " + t.requestHash());
+            if (!skip) {
+                publish.add(t);
+            }
+            if (!seen.add(t.pid() + (skip ? "s" : "p"))) {
+                continue; // the same task twice in one batch counts once
+            }
+            Bson update = Updates.combine(Updates.setOnInsert("job", job.name()), Updates.setOnInsert("pid", t.pid()),
+                    Updates.setOnInsert("first_submitted_at", now), Updates.set("last_submitted_at", now),
+                    Updates.set("request_hash", t.requestHash()), Updates.set("prompt_version", t.promptVersion()),
+                    Updates.inc(skip ? "skipped" : "submitted", 1));
+            writes.add(new UpdateOneModel<>(Filters.eq("_id", job.name() + "/" + t.pid()), update, UPSERT));
+        }
+        ledger.bulkWrite(writes, UNORDERED);
+        return publish;
+    }
+
+    /** "pid request_hash" of the tasks whose result is stored from exactly that request. */
+    private Set<String> storedFromTheSameRequest(JobDefinition job, List<Jobs.Rendered> tasks) {
+        List<String> pids = tasks.stream().map(Jobs.Rendered::pid).distinct().toList();
+        Set<String> stored = new HashSet<>();
+        try (MongoCursor<Document> c = results(job).find(Filters.and(Filters.in("pid", pids), Filters.eq("job", job.name())))
+                .projection(Projections.include("pid", "request_hash")).iterator()) {
+            while (c.hasNext()) {
+                Document d = c.next();
+                if (d.get("request_hash") != null) {
+                    stored.add(d.getString("pid") + " " + d.getString("request_hash"));
+                }
+            }
+        }
+        return stored;
+    }
+
+    /** The exact counts of a job: submitted (distinct tasks), skipped (submissions), stored, tokens, GPU time, times. */
+    public Map<String, Object> counts(JobDefinition job) {
+        Map<String, Object> c = new LinkedHashMap<>();
+        Document ledgerSums = ledger.aggregate(List.of(Aggregates.match(Filters.eq("job", job.name())),
+                Aggregates.group(null, Accumulators.sum("tasks", 1), Accumulators.sum("skipped", "$skipped"),
+                        Accumulators.min("started", "$first_submitted_at"), Accumulators.max("last", "$last_submitted_at"))))
+                .first();
+        Document resultSums = results(job).aggregate(List.of(Aggregates.match(Filters.eq("job", job.name())),
+                Aggregates.group(null, Accumulators.sum("stored", 1), Accumulators.sum("prompt_tokens", "$prompt_tokens"),
+                        Accumulators.sum("completion_tokens", "$completion_tokens"), Accumulators.sum("gpu_seconds", "$gpu_seconds"),
+                        Accumulators.max("last", "$updated_at")))).first();
+        c.put("submitted", ledgerSums == null ? 0L : number(ledgerSums.get("tasks")));
+        c.put("skipped", ledgerSums == null ? 0L : number(ledgerSums.get("skipped")));
+        c.put("stored", resultSums == null ? 0L : number(resultSums.get("stored")));
+        c.put("prompt_tokens", resultSums == null ? 0L : number(resultSums.get("prompt_tokens")));
+        c.put("completion_tokens", resultSums == null ? 0L : number(resultSums.get("completion_tokens")));
+        c.put("gpu_seconds", resultSums == null ? 0.0 : resultSums.get("gpu_seconds") instanceof Number n ? n.doubleValue() : 0.0);
+        c.put("started_at", ledgerSums == null ? null : ledgerSums.get("started"));
+        c.put("last_submitted_at", ledgerSums == null ? null : ledgerSums.get("last"));
+        c.put("last_stored_at", resultSums == null ? null : resultSums.get("last"));
+        return c;
+    }
+
+    /** Every stored result of a job, oldest first (by the order MongoDB holds them), without MongoDB's _id. */
+    public MongoCursor<Document> stored(JobDefinition job, int batchSize) {
+        return results(job).find(Filters.eq("job", job.name())).projection(Projections.exclude("_id")).batchSize(batchSize)
+                .noCursorTimeout(false).iterator();
+    }
+
+    private void ensureIndexes() {
+        if (!indexed) {
+            ledger.createIndex(Indexes.ascending("job"), new IndexOptions().background(true));
+            indexed = true;
+        }
+    }
+
+    private static long number(Object o) {
+        return o instanceof Number n ? n.longValue() : 0L;
+    }
+}
