@@ -386,8 +386,9 @@ public class HttpIngest {
             if (!ie.details().isEmpty()) {
                 answer.put("details", ie.details());
             }
-            if (ie.published() != null) {
-                answer.put("queue", exchange.getMessage().getBody(Batch.class) == null ? null : exchange.getMessage().getBody(Batch.class).queue());
+            if (ie.published() != null) { // the broker refused a message after others of the request were stored
+                Batch batch = exchange.getMessage().getBody(Batch.class);
+                answer.put("queue", batch == null ? null : batch.queue());
                 answer.put("published", ie.published());
             }
         } else if (e instanceof com.mongodb.MongoException me) {

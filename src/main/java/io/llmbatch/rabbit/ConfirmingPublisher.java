@@ -27,7 +27,11 @@ import io.llmbatch.Urls;
  * Publishes persistent JSON messages to a durable queue and returns only when the broker confirmed each
  * of them. Confirms are awaited over a sliding window of {@code window} unconfirmed messages on one
  * channel (the spring-rabbitmq producer waits for each confirm in turn, which is ~10x slower for bursts).
- * Publishes are mandatory: a message the broker cannot route counts as a failure, never as a success.
+ * Publishes are mandatory: a message the broker cannot route counts as a failure, never as a success, except that a
+ * queue deleted under a running node (it comes back unroutable, or nacked on Qpid) is declared again and the messages
+ * that came back are sent once more. A message the broker can never take (its {@code message_id} over 255 bytes, its
+ * size over {@code llmbatch.ingest.max-message-bytes} or the broker's own limit) is a {@link MessageRefusedException}
+ * for that message, never a {@link PublishException} that callers would retry.
  */
 public class ConfirmingPublisher {
 

@@ -3,6 +3,7 @@ package io.llmbatch.rabbit;
 /**
  * The broker did not confirm every message: it was unreachable, closed the channel, refused (nacked) or
  * could not route a message, or no confirm came in time. {@link #confirmed()} messages are known to be stored.
+ * Sending again may succeed; a message that never can is a {@link MessageRefusedException} instead.
  */
 public class PublishException extends RuntimeException {
 
