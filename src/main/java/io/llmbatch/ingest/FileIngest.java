@@ -134,7 +134,7 @@ public class FileIngest {
         long start = System.nanoTime();
         InboxPosition position;
         try {
-            position = InboxPosition.of(file.toPath());
+            position = InboxPosition.of(file.toPath(), job);
         } catch (IOException e) {
             throw new FileIngestException("cannot read " + name + ": " + e.getMessage(), 0, e);
         }
@@ -278,7 +278,7 @@ public class FileIngest {
         }
         Files.createDirectories(failed);
         Files.move(file.toPath(), failed.resolve(file.getName()), java.nio.file.StandardCopyOption.REPLACE_EXISTING);
-        Files.deleteIfExists(InboxPosition.pathFor(file.toPath()));
+        Files.deleteIfExists(InboxPosition.pathFor(file.toPath(), relative.contains("/") ? relative.substring(0, relative.indexOf('/')) : null));
     }
 
     /** True once the node or this route is stopping (or suspended): the file then stops where it is. */

@@ -17,7 +17,7 @@ import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 /**
- * How far an inbox file got, saved beside it as {@code <inbox>/.progress/<name>.json} so that a file left unfinished
+ * How far an inbox file got, saved as {@code <inbox>/.progress/[<job>/]<name>.json} so that a file left unfinished
  * (a stop, a {@code kill -9}) resumes after its last confirmed record instead of publishing everything again. The
  * position names the file it belongs to by size, modification time and a hash of its first 64 KiB: a different file
  * dropped under the same name starts afresh.
@@ -45,17 +45,22 @@ final class InboxPosition {
     }
 
     /** The position of {@code file}, with the file's identity as it is now. */
-    static InboxPosition of(Path file) throws IOException {
+    /** @param job the job whose directory holds the file, or null for a file in the inbox itself */
+    static InboxPosition of(Path file, String job) throws IOException {
         Map<String, Object> identity = new LinkedHashMap<>();
         identity.put("file", file.getFileName().toString());
         identity.put("size", Files.size(file));
         identity.put("modified", Files.getLastModifiedTime(file).toMillis());
         identity.put("head_sha256", headHash(file));
-        return new InboxPosition(pathFor(file), file.getFileName().toString(), identity);
+        return new InboxPosition(pathFor(file, job), file.getFileName().toString(), identity);
     }
 
     /** Where the position of {@code file} is kept. */
-    static Path pathFor(Path file) {
+    static Path pathFor(Path file, String job) {
+        if (job != null) { // inbox/<job>/<file>: inbox/.progress/<job>/<file>.json
+            Path inbox = file.toAbsolutePath().getParent().getParent();
+            return inbox.resolve(".progress").resolve(job).resolve(file.getFileName() + ".json");
+        }
         return file.resolveSibling(".progress").resolve(file.getFileName() + ".json");
     }
 
