@@ -212,6 +212,8 @@ class JobsTest {
         JsonNode seedStatus = job("company_intro");
         assertThat(seedStatus.get("submitted").asLong()).isEqualTo(300);
         assertThat(seedStatus.get("stored").asLong()).isEqualTo(300);
+        assertThat(seedStatus.get("model").asText()).as("the job names none: llmbatch.llm.model").isEqualTo("chatglm2_6b_int4");
+        assertThat(status.get("model").asText()).isEqualTo("qwen-test");
         JsonNode all = Http.get(PORT, "/api/jobs").json().get("jobs");
         assertThat(all.findValuesAsText("name")).containsExactly("company_intro", "product_category");
 
