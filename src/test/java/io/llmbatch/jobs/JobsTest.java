@@ -320,6 +320,15 @@ class JobsTest {
         assertThat(named.status()).isEqualTo(400);
         assertThat(named.json().get("details").get(0).asText()).startsWith("tasks[1]: no job 'nope'");
         assertThat(broker.count("t13_jobs_tasks")).isZero();
+
+        // re-drive: a job that never had a dead letter has no dead-letter queue yet, and a reason must be a regex
+        broker.reset("t13_jobs_tasks.dlq.product_category");
+        Http.Answer none = post("/api/jobs/product_category/redrive", "");
+        assertThat(none.status()).as(none.json().toString()).isEqualTo(200);
+        assertThat(none.json().get("moved").asLong()).isZero();
+        Http.Answer badReason = post("/api/jobs/product_category/redrive?reason=%28unclosed", "");
+        assertThat(badReason.status()).as(badReason.json().toString()).isEqualTo(400);
+        assertThat(badReason.json().get("error").asText()).startsWith("reason is not a regular expression");
     }
 
     @Test
