@@ -96,6 +96,14 @@ public final class JobsApi {
         s.put("stored", stored);
         s.put("failed", failed);
         s.put("skipped", counts.get("skipped"));
+        if (job.checks().any() || (Long) counts.get("checks_passed") + (Long) counts.get("checks_repaired") > 0) {
+            // output checks: of the stored, passed at the first answer or after a repair; failed: dead-lettered by a check
+            Map<String, Object> checks = new LinkedHashMap<>();
+            checks.put("passed", counts.get("checks_passed"));
+            checks.put("repaired", counts.get("checks_repaired"));
+            checks.put("failed", failed > 0 ? outputCheckFailures(deadLetterQueue(job.name())) : 0L);
+            s.put("checks", checks);
+        }
         s.put("remaining", remaining);
         s.put("in_flight", Math.min(inFlight, remaining));
         s.put("waiting", Math.max(0, remaining - inFlight));
@@ -180,6 +188,15 @@ public final class JobsApi {
             long[] first = d.peekFirst();
             double seconds = (now - first[0]) / 1000.0;
             return seconds < 1 || stored < first[1] ? 0 : (stored - first[1]) / seconds;
+        }
+    }
+
+    /** The dead letters of a queue whose reason is {@code output-check: ...}; -1 when the broker cannot say. */
+    private long outputCheckFailures(String queue) {
+        try {
+            return redrive.countReasons(queue, "output-check:");
+        } catch (IOException | RuntimeException e) {
+            return -1;
         }
     }
 
