@@ -383,7 +383,7 @@ public final class JobChecks {
                 List<com.networknt.schema.Error> errors = schema.validate(parsed);
                 if (!errors.isEmpty()) {
                     Set<String> messages = new LinkedHashSet<>();
-                    errors.stream().limit(5).forEach(e -> messages.add(e.getMessage()));
+                    errors.stream().limit(5).forEach(e -> messages.add(e.getInstanceLocation() + ": " + e.getMessage()));
                     return new Failure(JSON_SCHEMA, "the JSON does not match the schema: " + String.join("; ", messages));
                 }
             }
