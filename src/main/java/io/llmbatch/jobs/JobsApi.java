@@ -56,6 +56,11 @@ public final class JobsApi {
         return job.equals(jobs.defaultJobName()) ? tasksDeadLetterQueue : tasksDeadLetterQueue + "." + job;
     }
 
+    /** The dead-letter queue of a job's tasks whose answers failed their output checks. */
+    public String outputCheckQueue(String job) {
+        return io.llmbatch.worker.Worker.outputCheckQueue(tasksDeadLetterQueue, job);
+    }
+
     /** {@code GET /api/jobs}: every job with its main counts. */
     public String list(Exchange exchange) throws IOException {
         List<Map<String, Object>> all = new ArrayList<>();
@@ -81,7 +86,9 @@ public final class JobsApi {
         Map<String, Object> counts = store().counts(job);
         long submitted = (Long) counts.get("submitted");
         long stored = (Long) counts.get("stored");
+        long failedChecks = depth(outputCheckQueue(job.name()));
         long failed = depth(deadLetterQueue(job.name()));
+        failed = failed < 0 || failedChecks < 0 ? -1 : failed + failedChecks;
         long inFlight = progress.inFlightByJob().getOrDefault(job.name(), 0L);
         long remaining = Math.max(0, submitted - stored - failed);
         long now = System.currentTimeMillis();
@@ -101,7 +108,8 @@ public final class JobsApi {
             Map<String, Object> checks = new LinkedHashMap<>();
             checks.put("passed", counts.get("checks_passed"));
             checks.put("repaired", counts.get("checks_repaired"));
-            checks.put("failed", failed > 0 ? outputCheckFailures(deadLetterQueue(job.name())) : 0L);
+            checks.put("failed", failedChecks);
+            checks.put("dead_letter_queue", outputCheckQueue(job.name()));
             s.put("checks", checks);
         }
         s.put("remaining", remaining);
@@ -150,7 +158,12 @@ public final class JobsApi {
     public String redrive(Exchange exchange) throws IOException {
         JobDefinition job = job(exchange);
         String reason = exchange.getMessage().getHeader("reason", String.class);
-        Redrive.Outcome outcome = redrive.run(job, deadLetterQueue(job.name()), reason == null || reason.isBlank() ? null : reason);
+        String match = reason == null || reason.isBlank() ? null : reason;
+        Redrive.Outcome failures = redrive.run(job, deadLetterQueue(job.name()), match);
+        Redrive.Outcome checks = depth(outputCheckQueue(job.name())) > 0 // answers that failed their checks
+                ? redrive.run(job, outputCheckQueue(job.name()), match) : new Redrive.Outcome(0, 0, 0);
+        Redrive.Outcome outcome = new Redrive.Outcome(failures.moved() + checks.moved(), failures.left() + checks.left(),
+                failures.notRenderable() + checks.notRenderable());
         Map<String, Object> answer = new LinkedHashMap<>();
         answer.put("job", job.name());
         answer.put("dead_letter_queue", deadLetterQueue(job.name()));
@@ -188,15 +201,6 @@ public final class JobsApi {
             long[] first = d.peekFirst();
             double seconds = (now - first[0]) / 1000.0;
             return seconds < 1 || stored < first[1] ? 0 : (stored - first[1]) / seconds;
-        }
-    }
-
-    /** The dead letters of a queue whose reason is {@code output-check: ...}; -1 when the broker cannot say. */
-    private long outputCheckFailures(String queue) {
-        try {
-            return redrive.countReasons(queue, "output-check:");
-        } catch (IOException | RuntimeException e) {
-            return -1;
         }
     }
 

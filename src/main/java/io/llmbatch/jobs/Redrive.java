@@ -124,37 +124,6 @@ public final class Redrive {
         return new Outcome(moved, left, unrenderable);
     }
 
-    /**
-     * How many of {@code deadLetterQueue}'s dead letters have a reason starting with {@code prefix}: each is taken without
-     * acknowledgement, its reason read, and all are put back in their places at the end (never during a re-drive of the
-     * same node, which holds them). Exact for the dead letters the broker holds, at the cost of reading them.
-     */
-    public synchronized long countReasons(String deadLetterQueue, String prefix) throws IOException {
-        long matching = 0;
-        try (Connection connection = connectionFactory.createConnection(); Channel ch = connection.createChannel(false)) {
-            if (ch.queueDeclarePassive(deadLetterQueue).getMessageCount() == 0) {
-                return 0;
-            }
-            long last = -1;
-            GetResponse r;
-            while ((r = ch.basicGet(deadLetterQueue, false)) != null) {
-                last = r.getEnvelope().getDeliveryTag();
-                Object why = r.getProps().getHeaders() == null ? null : r.getProps().getHeaders().get("x-llmbatch-reason");
-                if (why != null && why.toString().startsWith(prefix)) {
-                    matching++;
-                }
-            }
-            if (last >= 0) {
-                ch.basicNack(last, true, true); // all of them back, in their places
-            }
-        } catch (java.util.concurrent.TimeoutException e) {
-            throw new IOException("the broker did not close the channel in time", e);
-        } catch (com.rabbitmq.client.ShutdownSignalException e) {
-            return 0; // no such queue (nothing dead-lettered yet)
-        }
-        return matching;
-    }
-
     private Jobs.Rendered render(JobDefinition job, byte[] body) {
         try {
             JsonNode task = Tasks.JSON.readTree(new String(body, StandardCharsets.UTF_8));

@@ -272,7 +272,8 @@ public class Worker {
             headers.put("x-llmbatch-check", verdict.getCheck());
             headers.put("x-llmbatch-repairs", verdict.getRepairs());
         }
-        String queue = deadLetterQueueOf(job);
+        // what failed its output checks has its own dead-letter queue: its depth is the job's exact count of them
+        String queue = e instanceof OutputCheckFailedException ? outputCheckQueueOf(job) : deadLetterQueueOf(job);
         String reason = publisher.deadLetter(queue, exchange, headers);
         LOG.warn("Task {} dead-lettered to {}: {}", exchange.getMessage().getHeader(MESSAGE_ID), queue, reason);
         if (e instanceof OutputCheckFailedException) {
@@ -315,6 +316,19 @@ public class Worker {
         public OutputCheckFailedException(String message) {
             super(message);
         }
+    }
+
+    /**
+     * Where a job's tasks whose answers failed their output checks go: {@code llmbatch.queue.tasks-dlq} +
+     * {@code .output-check.<job>} (a job's own dead-letter queue is {@code <tasks-dlq>.<job>}, one segment: no clash).
+     */
+    public String outputCheckQueueOf(String job) {
+        return outputCheckQueue(deadLetterQueue, job == null ? defaultJob : job);
+    }
+
+    /** The output-check dead-letter queue of {@code job} under the tasks' dead-letter queue {@code tasksDeadLetterQueue}. */
+    public static String outputCheckQueue(String tasksDeadLetterQueue, String job) {
+        return tasksDeadLetterQueue + ".output-check." + job;
     }
 
     /** The task itself is wrong (not JSON, a field missing): no retry can help. */

@@ -125,7 +125,7 @@ class OutputChecksJsonTest {
     @BeforeEach
     void start() throws Exception {
         broker = new Broker().purge("t14_json_tasks", "t14_json_results", "t14_json_tasks.dlq", "t14_json_results.dlq",
-                "t14_json_tasks.dlq.t14_json", "t14_json_tasks.dlq.t14_cut");
+                "t14_json_tasks.dlq.output-check.t14_json", "t14_json_tasks.dlq.output-check.t14_cut");
         client = MongoClients.create("mongodb://127.0.0.1:21112");
         db = client.getDatabase("llm");
         for (String c : List.of("t14_json", "t14_cut", JobStore.LEDGER)) {
@@ -148,7 +148,7 @@ class OutputChecksJsonTest {
         }
         assertThat(Http.post(PORT, "/api/jobs/t14_json/tasks", tasks.toString(), "Content-Type", "application/x-ndjson")
                 .json().get("published").asInt()).isEqualTo(40);
-        String dlq = "t14_json_tasks.dlq.t14_json";
+        String dlq = "t14_json_tasks.dlq.output-check.t14_json";
         MongoCollection<Document> stored = db.getCollection("t14_json");
         await().atMost(Duration.ofSeconds(60)).until(() -> stored.countDocuments() == 30 && broker.count(dlq) == 10);
 
@@ -197,7 +197,7 @@ class OutputChecksJsonTest {
         long before = SIM.posts();
         assertThat(Http.post(PORT, "/api/jobs/t14_cut/tasks", tasks.toString(), "Content-Type", "application/x-ndjson")
                 .json().get("published").asInt()).isEqualTo(5);
-        String dlq = "t14_json_tasks.dlq.t14_cut";
+        String dlq = "t14_json_tasks.dlq.output-check.t14_cut";
         await().atMost(Duration.ofSeconds(30)).until(() -> broker.count(dlq) == 5);
         assertThat(db.getCollection("t14_cut").countDocuments()).isZero();
         assertThat(SIM.posts() - before).as("each task asked once more").isEqualTo(10);

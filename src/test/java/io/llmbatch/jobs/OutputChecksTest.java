@@ -55,7 +55,7 @@ class OutputChecksTest {
 
     static final int PORT = 21103;
     static final Path BASE = Path.of("target/t14-checks");
-    static final String DLQ = "t14_checks_tasks.dlq.t14_lengths";
+    static final String DLQ = "t14_checks_tasks.dlq.output-check.t14_lengths";
     static final ObjectMapper JSON = new ObjectMapper();
     static final LlmSimulator OPENAI;
     static final LlmSimulator CHATGLM;
@@ -130,6 +130,9 @@ class OutputChecksTest {
         return s.toString();
     }
 
+    /** The prompt is fixed: tasks of kind never answer right at once. */
+    static volatile boolean fixed;
+
     static LlmSimulator.Reply reply(JsonNode body) {
         String prompt = firstPrompt(body);
         if (!prompt.startsWith("T14 ")) {
@@ -141,7 +144,7 @@ class OutputChecksTest {
             case "ok" -> 180; // 240 UTF-16 units: counted in characters, it passes
             case "fix1" -> attempt == 0 ? 40 : 150;
             case "fix2" -> attempt == 0 ? 300 : attempt == 1 ? 250 : 120; // 400 UTF-16 units: under max_tokens (512)
-            default -> 30; // never
+            default -> fixed ? 160 : 30; // never
         };
         return new LlmSimulator.Reply(chars(length), null);
     }
@@ -152,7 +155,9 @@ class OutputChecksTest {
 
     @BeforeEach
     void start() throws Exception {
-        broker = new Broker().purge("t14_checks_tasks", "t14_checks_results", "t14_checks_tasks.dlq", "t14_checks_results.dlq", DLQ);
+        broker = new Broker().purge("t14_checks_tasks", "t14_checks_results", "t14_checks_tasks.dlq", "t14_checks_results.dlq", DLQ,
+                "t14_checks_tasks.dlq.t14_lengths", "t14_checks_tasks.dlq.output-check.company_intro");
+        fixed = false;
         client = MongoClients.create("mongodb://127.0.0.1:21102");
         db = client.getDatabase("llm");
         for (String c : List.of("company_intro", "t14_lengths", JobStore.LEDGER)) {
@@ -259,8 +264,15 @@ class OutputChecksTest {
             assertThat(counts).containsEntry("checks_passed", 40L).containsEntry("checks_repaired", 50L);
         }
 
-        // the dead letters: the check in the reason, the last answer kept
-        List<GetResponse> dead = broker.drain(DLQ);
+        assertThat(status.get("checks").get("dead_letter_queue").asText()).isEqualTo(DLQ);
+
+        // the dead letters: the check in the reason, the last answer kept (read, then put back)
+        List<GetResponse> dead = new ArrayList<>();
+        GetResponse r;
+        while ((r = broker.channel().basicGet(DLQ, false)) != null) {
+            dead.add(r);
+        }
+        broker.channel().basicNack(dead.get(dead.size() - 1).getEnvelope().getDeliveryTag(), true, true);
         assertThat(dead).hasSize(10);
         for (GetResponse d : dead) {
             Map<String, Object> h = d.getProps().getHeaders();
@@ -272,6 +284,18 @@ class OutputChecksTest {
             assertThat(JSON.readTree(d.getBody()).get("kind").asText()).isEqualTo("never");
             assertThat(h.get(Jobs.CHECKS)).as("kept for a re-drive").isNotNull();
         }
+
+        // the prompt is fixed: the output-check failures are re-driven and pass
+        fixed = true;
+        Http.Answer redrive = Http.post(PORT, "/api/jobs/t14_lengths/redrive?reason=output-check", "");
+        assertThat(redrive.json().get("moved").asInt()).as(redrive.json().toString()).isEqualTo(10);
+        await().atMost(Duration.ofSeconds(30)).until(() -> stored.countDocuments() == 100 && broker.count(DLQ) == 0);
+        JsonNode after = Http.get(PORT, "/api/jobs/t14_lengths").json();
+        assertThat(after.get("stored").asLong()).isEqualTo(100);
+        assertThat(after.get("failed").asLong()).isZero();
+        assertThat(after.get("checks").get("passed").asLong()).isEqualTo(50);
+        assertThat(after.get("checks").get("repaired").asLong()).isEqualTo(50);
+        assertThat(after.get("checks").get("failed").asLong()).isZero();
     }
 
     @Test
