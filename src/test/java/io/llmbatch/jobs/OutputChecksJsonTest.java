@@ -125,12 +125,13 @@ class OutputChecksJsonTest {
     @BeforeEach
     void start() throws Exception {
         broker = new Broker().purge("t14_json_tasks", "t14_json_results", "t14_json_tasks.dlq", "t14_json_results.dlq",
-                "t14_json_tasks.dlq.output-check.t14_json", "t14_json_tasks.dlq.output-check.t14_cut");
+                "t14_json_tasks.dlq.output-check.t14_json", "t14_json_tasks.dlq.output-check.t14_cut", "t14_json_tasks.dlq.t14_json");
         client = MongoClients.create("mongodb://127.0.0.1:21112");
         db = client.getDatabase("llm");
         for (String c : List.of("t14_json", "t14_cut", JobStore.LEDGER)) {
             db.getCollection(c).deleteMany(new Document());
         }
+        SIM.answerWhen(p -> false, 200, null);
     }
 
     @AfterEach
@@ -186,6 +187,49 @@ class OutputChecksJsonTest {
                     .contains("score").endsWith("; after 1 repair)");
             assertThat(String.valueOf(h.get("x-llmbatch-last-answer"))).isEqualTo("{\"name\": \"d\", \"score\": \"high\"}");
         }
+    }
+
+    @Test
+    void a_repair_request_the_server_refuses_dead_letters_the_task_once_for_that_reason() throws Exception {
+        SIM.answerWhen(p -> p.startsWith("T14-JSON-REPAIR"), 400, "{\"error\":{\"message\":\"This model's maximum context "
+                                                                  + "length is 2048 tokens\",\"type\":\"invalid_request_error\"}}");
+        StringBuilder tasks = new StringBuilder();
+        for (int i = 0; i < 6; i++) {
+            tasks.append("{\"n\": \"r").append(i).append("\", \"kind\": \"").append(i < 3 ? "ok" : "missing").append("\"}\n");
+        }
+        assertThat(Http.post(PORT, "/api/jobs/t14_json/tasks", tasks.toString(), "Content-Type", "application/x-ndjson")
+                .json().get("published").asInt()).isEqualTo(6);
+        String dlq = "t14_json_tasks.dlq.t14_json";
+        await().atMost(Duration.ofSeconds(30)).until(() -> broker.count(dlq) == 3 && db.getCollection("t14_json").countDocuments() == 3);
+        Thread.sleep(500);
+        assertThat(db.getCollection("t14_json").countDocuments()).as("a failed repair stores nothing").isEqualTo(3);
+        assertThat(broker.count("t14_json_tasks.dlq.output-check.t14_json")).isZero();
+        List<GetResponse> dead = broker.drain(dlq);
+        assertThat(dead).hasSize(3);
+        for (GetResponse d : dead) {
+            assertThat(String.valueOf(d.getProps().getHeaders().get("x-llmbatch-reason"))).contains("maximum context length");
+            assertThat(JSON.readTree(d.getBody()).get("kind").asText()).isEqualTo("missing");
+        }
+    }
+
+    @Test
+    void a_repair_call_that_fails_is_retried_like_any_call_and_the_task_is_repaired() throws Exception {
+        java.util.concurrent.atomic.AtomicInteger failures = new java.util.concurrent.atomic.AtomicInteger();
+        SIM.answerWhen(p -> p.startsWith("T14-JSON-REPAIR") && failures.getAndIncrement() < 2, 500, "Internal Server Error");
+        StringBuilder tasks = new StringBuilder();
+        for (int i = 0; i < 6; i++) {
+            tasks.append("{\"n\": \"f").append(i).append("\", \"kind\": \"missing\"}\n");
+        }
+        long before = SIM.posts();
+        assertThat(Http.post(PORT, "/api/jobs/t14_json/tasks", tasks.toString(), "Content-Type", "application/x-ndjson")
+                .json().get("published").asInt()).isEqualTo(6);
+        MongoCollection<Document> stored = db.getCollection("t14_json");
+        await().atMost(Duration.ofSeconds(30)).until(() -> stored.countDocuments() == 6);
+        assertThat(SIM.posts() - before).as("6 answers, 6 repairs, 2 of them sent again").isEqualTo(14);
+        for (Document d : stored.find()) {
+            assertThat(d.get("checks", Document.class).getInteger("repairs")).isOne();
+        }
+        assertThat(broker.count("t14_json_tasks.dlq.t14_json") + broker.count("t14_json_tasks.dlq.output-check.t14_json")).isZero();
     }
 
     @Test
