@@ -76,6 +76,27 @@ class JobChecksTest {
     }
 
     @Test
+    void only_a_json_check_changes_the_request_and_the_jobs_own_response_format_wins() throws Exception {
+        com.fasterxml.jackson.databind.node.ObjectNode task = (com.fasterxml.jackson.databind.node.ObjectNode) new ObjectMapper()
+                .readTree("{\"name\": \"x\"}");
+        Jobs all = new Jobs(jobs, "t14_job", "m");
+        Jobs.Rendered lengths = all.render(job("min_chars: 1\nmax_chars: 9"), task);
+        Path plain = jobs.resolve("t14_plain.yaml");
+        Files.writeString(plain, "prompt: prompts/p.txt\nrequired_fields: [name]\n");
+        Jobs.Rendered unchecked = all.render(JobDefinition.read(plain), task);
+        assertThat(lengths.request()).as("length checks leave the request (and its hash) as it was").isEqualTo(unchecked.request());
+        assertThat(unchecked.headers()).doesNotContainKey(Jobs.CHECKS);
+        assertThat((String) lengths.headers().get(Jobs.CHECKS))
+                .isEqualTo("{\"min_chars\":1,\"max_chars\":9,\"refuse_finish_reasons\":[\"length\"],\"max_repairs\":2}");
+
+        assertThat(all.render(job("json: true"), task).request().at("/params/response_format").toString())
+                .isEqualTo("{\"type\":\"json_object\"}");
+        Path own = jobs.resolve("t14_own.yaml");
+        Files.writeString(own, "prompt: prompts/p.txt\nrequired_fields: [name]\nparams: {response_format: {type: text}}\nchecks: {json: true}\n");
+        assertThat(all.render(JobDefinition.read(own), task).request().at("/params/response_format/type").asText()).isEqualTo("text");
+    }
+
+    @Test
     void the_header_carries_the_checks_and_the_schema_only_once() throws Exception {
         Files.writeString(dir.resolve("schemas/s.json"), "{\"type\": \"object\", \"required\": [\"a\"]}");
         JobDefinition job = job("json_schema: schemas/s.json\nrepair_prompt: \"{failure}: {answer}\"");
