@@ -319,5 +319,13 @@ class OutputChecksTest {
         assertThat(checks.get("passed").asLong()).isEqualTo(20);
         assertThat(checks.get("repaired").asLong()).isZero();
         assertThat(checks.get("failed").asLong()).isZero();
+
+        // a seed producer publishes one of them straight to the queue (no job headers, so not checked): its answer
+        // replaces the checked one, and the checked count follows
+        broker.publish("t14_checks_tasks", ("{\"reg_dt\": \"2015-03-02\", \"addr\": \"北京市海淀区0号\", "
+                                           + "\"ent_table_name\": \"北京测试科技有限公司0\"}").getBytes(java.nio.charset.StandardCharsets.UTF_8), "t14-direct-0");
+        await().atMost(Duration.ofSeconds(30)).until(() -> companies.countDocuments(new Document("checks", null)) == 1);
+        assertThat(companies.countDocuments()).isEqualTo(20);
+        assertThat(Http.get(PORT, "/api/jobs/company_intro").json().get("checks").get("passed").asLong()).isEqualTo(19);
     }
 }
