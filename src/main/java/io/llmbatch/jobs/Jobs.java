@@ -96,6 +96,11 @@ public final class Jobs {
         this.defaultModel = defaultModel;
     }
 
+    /** The model {@code job}'s tasks are sent with: its own, else {@code llmbatch.llm.model}. */
+    public String modelOf(JobDefinition job) {
+        return job.model() != null ? job.model() : defaultModel;
+    }
+
     public String defaultJobName() {
         return defaultJob;
     }
@@ -175,7 +180,7 @@ public final class Jobs {
      * @throws PromptTemplate.MissingFieldException when the task lacks a field the prompt needs
      */
     public Rendered render(JobDefinition job, ObjectNode task) {
-        String model = job.model() != null ? job.model() : defaultModel;
+        String model = modelOf(job);
         ObjectNode request = CANONICAL.createObjectNode();
         request.put("prompt", job.prompt().render(task));
         String system = job.system().text();

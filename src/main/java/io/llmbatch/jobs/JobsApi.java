@@ -96,7 +96,7 @@ public final class JobsApi {
         Map<String, Object> s = new LinkedHashMap<>();
         s.put("name", job.name());
         s.put("description", job.description());
-        s.put("model", job.model());
+        s.put("model", jobs.modelOf(job));
         s.put("collection", job.collection());
         s.put("prompt_version", job.promptVersion());
         s.put("submitted", submitted);

@@ -212,6 +212,8 @@ class JobsTest {
         JsonNode seedStatus = job("company_intro");
         assertThat(seedStatus.get("submitted").asLong()).isEqualTo(300);
         assertThat(seedStatus.get("stored").asLong()).isEqualTo(300);
+        assertThat(seedStatus.get("model").asText()).as("the job names none: llmbatch.llm.model").isEqualTo("chatglm2_6b_int4");
+        assertThat(status.get("model").asText()).isEqualTo("qwen-test");
         JsonNode all = Http.get(PORT, "/api/jobs").json().get("jobs");
         assertThat(all.findValuesAsText("name")).containsExactly("company_intro", "product_category");
 
@@ -319,6 +321,15 @@ class JobsTest {
         assertThat(named.status()).isEqualTo(400);
         assertThat(named.json().get("details").get(0).asText()).startsWith("tasks[1]: no job 'nope'");
         assertThat(broker.count("t13_jobs_tasks")).isZero();
+
+        // re-drive: a job that never had a dead letter has no dead-letter queue yet, and a reason must be a regex
+        broker.reset("t13_jobs_tasks.dlq.product_category");
+        Http.Answer none = post("/api/jobs/product_category/redrive", "");
+        assertThat(none.status()).as(none.json().toString()).isEqualTo(200);
+        assertThat(none.json().get("moved").asLong()).isZero();
+        Http.Answer badReason = post("/api/jobs/product_category/redrive?reason=%28unclosed", "");
+        assertThat(badReason.status()).as(badReason.json().toString()).isEqualTo(400);
+        assertThat(badReason.json().get("error").asText()).startsWith("reason is not a regular expression");
     }
 
     @Test
