@@ -160,8 +160,7 @@ public final class JobsApi {
         String reason = exchange.getMessage().getHeader("reason", String.class);
         String match = reason == null || reason.isBlank() ? null : reason;
         Redrive.Outcome failures = redrive.run(job, deadLetterQueue(job.name()), match);
-        Redrive.Outcome checks = depth(outputCheckQueue(job.name())) > 0 // answers that failed their checks
-                ? redrive.run(job, outputCheckQueue(job.name()), match) : new Redrive.Outcome(0, 0, 0);
+        Redrive.Outcome checks = redrive.run(job, outputCheckQueue(job.name()), match); // answers that failed their checks
         Redrive.Outcome outcome = new Redrive.Outcome(failures.moved() + checks.moved(), failures.left() + checks.left(),
                 failures.notRenderable() + checks.notRenderable());
         Map<String, Object> answer = new LinkedHashMap<>();

@@ -24,8 +24,11 @@ public class OutputChecks {
 
     /** The exchange variable holding the last {@link Verdict}. */
     public static final String VERDICT = "outputCheck";
-    /** The longest answer kept in a dead letter's {@code x-llmbatch-last-answer} header (headers travel in one frame). */
-    static final int MAX_ANSWER_IN_HEADER = 16_000;
+    /**
+     * The longest answer kept in a dead letter's {@code x-llmbatch-last-answer} header, in characters (at most 24 KB of
+     * UTF-8): every header travels in one frame (128 KiB by default, with the rendered request beside it).
+     */
+    static final int MAX_ANSWER_IN_HEADER = 8_000;
 
     /** What the checks said of the last answer, and what the route does next. */
     public static final class Verdict {
