@@ -37,6 +37,8 @@ public final class Jobs {
     public static final String MODEL = "x-llmbatch-model";
     public static final String OUTPUT_FIELD = "x-llmbatch-output-field";
     public static final String COMPANY_FIELD = "x-llmbatch-company-field";
+    /** The job's output checks, compact JSON ({@link JobChecks#header}); absent for a job without checks. */
+    public static final String CHECKS = "x-llmbatch-checks";
 
     private static final ObjectMapper CANONICAL = new ObjectMapper().configure(JsonNodeFeature.WRITE_PROPERTIES_SORTED, true);
     private static final char US = '\u001f';
@@ -58,6 +60,10 @@ public final class Jobs {
             h.put(OUTPUT_FIELD, job.outputField());
             if (job.companyField() != null) {
                 h.put(COMPANY_FIELD, job.companyField());
+            }
+            if (job.checks().any()) {
+                h.put(CHECKS, job.checks().header(job.checks().schema() != null && job.checks().schema().equals(
+                        request.path("params").path("response_format").path("json_schema").get("schema"))));
             }
             return h;
         }
@@ -181,7 +187,10 @@ public final class Jobs {
         if (system != null) {
             request.put("system", system);
         }
-        if (!job.params().isEmpty()) {
+        ObjectNode responseFormat = job.params().has("response_format") ? null : job.checks().responseFormat(job.name());
+        if (responseFormat != null) { // a JSON check asks OpenAI-compatible servers for JSON (the job's params can say otherwise)
+            request.set("params", job.params().deepCopy().set("response_format", responseFormat));
+        } else if (!job.params().isEmpty()) {
             request.set("params", job.params());
         }
         request.put("model", model);

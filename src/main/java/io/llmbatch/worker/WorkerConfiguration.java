@@ -145,6 +145,8 @@ public class WorkerConfiguration implements CamelConfiguration {
         Worker worker = new Worker(prompt, system, publisher, resultsQueue, tasksDeadLetterQueue, companyField, node.host(), gpu,
                 maxPromptChars, model, defaultJob);
         registry.bind("worker", worker);
+        // the leaves of the worker route's check-and-repair loop: a task's output checks travel with it (x-llmbatch-checks)
+        registry.bind("outputChecks", new OutputChecks());
         int gpuCount = gpus.isBlank() ? Gpu.count(gpu) : Integer.parseInt(gpus.trim());
         worker.gpusPerSlot((double) gpuCount / backends.totalSlots());
         String concurrency = camelContext.resolvePropertyPlaceholders("{{llmbatch.worker.concurrency}}");
