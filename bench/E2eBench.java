@@ -41,13 +41,17 @@ public class E2eBench {
                 ch.queuePurge(q);
             }
         }
+        boolean again = args.length > 2 && "again".equals(args[2]);
+        // bench/skip.sh: the ingest node alone while it ingests (as in bench/ingest.sh), worker and collector started after
+        String roles = again ? "-Dllmbatch.roles=ingest" : "-Dllmbatch.roles=ingest,worker,collector";
         Process app = new ProcessBuilder(Path.of(System.getProperty("java.home"), "bin", "java").toString(), "-Xmx1g", "-jar",
                 "target/llm-batch.jar", "-Dllmbatch.rabbitmq.url=amqp://guest:guest@127.0.0.1:5672/", "-Dllmbatch.queue.tasks=bench_e2e_tasks", "-Dllmbatch.queue.results=bench_e2e_results",
-                "-Dllmbatch.ingest.allowed-queues=bench_e2e_tasks", "-Dcamel.server.port=18780",
+                "-Dllmbatch.ingest.allowed-queues=bench_e2e_tasks", "-Dcamel.server.port=18780", "-Dcamel.management.port=0",
                 "-Dllmbatch.ingest.inbox=bench/target/e2e-inbox",
                 "-Dllmbatch.llm.endpoints=http://127.0.0.1:18771;slots=4,http://127.0.0.1:18772;slots=4,http://127.0.0.1:18773;slots=4",
-                "-Dllmbatch.mongodb.uri=mongodb://127.0.0.1:" + mongoPort, "-Dcamel.main.routesReloadEnabled=false")
+                "-Dllmbatch.mongodb.uri=mongodb://127.0.0.1:" + mongoPort, "-Dcamel.main.routesReloadEnabled=false", roles)
                 .redirectErrorStream(true).redirectOutput(Path.of("bench/target/e2e-app.log").toFile()).start();
+        Process workers = null;
         try (MongoClient client = MongoClients.create("mongodb://127.0.0.1:" + mongoPort)) {
             MongoCollection<Document> docs = client.getDatabase("llm").getCollection("company_intro");
             HttpClient http = HttpClient.newHttpClient();
@@ -70,6 +74,15 @@ public class E2eBench {
             if (r.statusCode() != 200) {
                 throw new IllegalStateException("POST answered " + r.statusCode() + " " + r.body());
             }
+            if (again) {
+                workers = new ProcessBuilder(Path.of(System.getProperty("java.home"), "bin", "java").toString(), "-Xmx1g", "-jar",
+                        "target/llm-batch.jar", "-Dllmbatch.rabbitmq.url=amqp://guest:guest@127.0.0.1:5672/", "-Dllmbatch.queue.tasks=bench_e2e_tasks",
+                        "-Dllmbatch.queue.results=bench_e2e_results", "-Dllmbatch.roles=worker,collector", "-Dcamel.server.port=18781",
+                        "-Dcamel.management.port=0",
+                        "-Dllmbatch.llm.endpoints=http://127.0.0.1:18771;slots=4,http://127.0.0.1:18772;slots=4,http://127.0.0.1:18773;slots=4",
+                        "-Dllmbatch.mongodb.uri=mongodb://127.0.0.1:" + mongoPort, "-Dcamel.main.routesReloadEnabled=false")
+                        .redirectErrorStream(true).redirectOutput(Path.of("bench/target/e2e-workers.log").toFile()).start();
+            }
             long count;
             while ((count = docs.countDocuments()) < n) {
                 Thread.sleep(100);
@@ -78,10 +91,28 @@ public class E2eBench {
                 }
             }
             double secs = (System.nanoTime() - t0) / 1e9;
+            if (again) {
+                // bench/skip.sh: the same POST once every result is stored: every task skipped, no LLM call
+                long calls = sims.stream().mapToLong(LlmSimulator::posts).sum();
+                long t1 = System.nanoTime();
+                HttpResponse<String> again = http.send(HttpRequest.newBuilder(URI.create("http://127.0.0.1:18780/send_workq_message/"))
+                        .header("Content-Type", "application/json").POST(HttpRequest.BodyPublishers.ofByteArray(payload)).build(),
+                        HttpResponse.BodyHandlers.ofString());
+                double againSecs = (System.nanoTime() - t1) / 1e9;
+                Thread.sleep(2000);
+                long callsAfter = sims.stream().mapToLong(LlmSimulator::posts).sum();
+                System.out.printf("| %d | %d | %.2f s | %.2f s | %s | %d |%n", n, count, postSecs, againSecs,
+                        again.body().replace("|", "/"), callsAfter - calls);
+                return;
+            }
             System.out.printf("| %d | %d | %.2f s | %.2f s | %.0f tasks/s |%n", n, count, postSecs, secs, count / secs);
         } finally {
             app.destroy();
             app.waitFor();
+            if (workers != null) {
+                workers.destroy();
+                workers.waitFor();
+            }
             sims.forEach(LlmSimulator::close);
             Mongo.stop();
         }

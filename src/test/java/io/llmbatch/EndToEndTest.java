@@ -106,6 +106,10 @@ class EndToEndTest {
         assertThat(again.json().get("skipped").asInt()).isEqualTo(1000);
         assertThat(broker.count("test_e2e_tasks")).isZero();
         assertThat(sims.stream().mapToLong(LlmSimulator::posts).sum()).isEqualTo(calls);
+        Http.Text job = Http.get(18184, "/api/jobs/company_intro");
+        assertThat(job.status()).as(job.body()).isEqualTo(200);
+        assertThat(job.json().get("skipped").asLong()).as(job.body()).isEqualTo(1000);
+        assertThat(job.json().get("stored").asLong()).isEqualTo(1000);
 
         // forced: every document is generated again and updated, none added
         assertThat(Http.post(18184, "/send_workq_message/?force=true", payload.getBytes(StandardCharsets.UTF_8)).json()

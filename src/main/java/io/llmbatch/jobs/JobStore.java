@@ -90,11 +90,13 @@ public final class JobStore {
     private Set<String> storedFromTheSameRequest(JobDefinition job, List<Jobs.Rendered> tasks) {
         List<String> pids = tasks.stream().map(Jobs.Rendered::pid).distinct().toList();
         Set<String> stored = new HashSet<>();
-        try (MongoCursor<Document> c = results(job).find(Filters.and(Filters.in("pid", pids), Filters.eq("job", job.name())))
-                .projection(Projections.include("pid", "request_hash")).iterator()) {
+        // by pid alone, the job compared here: the unique pid index answers it (mongo-java-server scans the whole
+        // collection for the same $in joined with the job: 28,000 tasks against 28,000 results took 42 s instead of 0.7)
+        try (MongoCursor<Document> c = results(job).find(Filters.in("pid", pids))
+                .projection(Projections.include("pid", "request_hash", "job")).iterator()) {
             while (c.hasNext()) {
                 Document d = c.next();
-                if (d.get("request_hash") != null) {
+                if (d.get("request_hash") != null && job.name().equals(d.getString("job"))) {
                     stored.add(d.getString("pid") + " " + d.getString("request_hash"));
                 }
             }

@@ -65,16 +65,7 @@ class JobsTest {
         Mongo.reset(21201);
         try {
             // the jobs as a user writes them: the seed's job as shipped, and a second one
-            if (Files.exists(BASE)) {
-                try (var files = Files.walk(BASE)) {
-                    files.sorted(java.util.Comparator.reverseOrder()).forEach(f -> f.toFile().delete());
-                }
-            }
-            Files.createDirectories(BASE.resolve("jobs"));
-            Files.createDirectories(BASE.resolve("prompts"));
-            Files.createDirectories(BASE.resolve("inbox"));
-            Files.copy(Path.of("jobs/company_intro.yaml"), BASE.resolve("jobs/company_intro.yaml"));
-            Files.copy(Path.of("prompts/company_intro.txt"), BASE.resolve("prompts/company_intro.txt"));
+            io.llmbatch.support.JobsDir.fresh(BASE);
             Files.writeString(BASE.resolve("jobs/product_category.yaml"), """
                     description: 商品类别
                     prompt: prompts/product_category.txt

@@ -61,17 +61,8 @@ class OutputChecksJsonTest {
     static {
         Mongo.reset(21112);
         try {
-            if (Files.exists(BASE)) {
-                try (var files = Files.walk(BASE)) {
-                    files.sorted(java.util.Comparator.reverseOrder()).forEach(f -> f.toFile().delete());
-                }
-            }
-            Files.createDirectories(BASE.resolve("jobs"));
-            Files.createDirectories(BASE.resolve("prompts"));
+            io.llmbatch.support.JobsDir.fresh(BASE);
             Files.createDirectories(BASE.resolve("schemas"));
-            Files.createDirectories(BASE.resolve("inbox"));
-            Files.copy(Path.of("jobs/company_intro.yaml"), BASE.resolve("jobs/company_intro.yaml"));
-            Files.copy(Path.of("prompts/company_intro.txt"), BASE.resolve("prompts/company_intro.txt"));
             Files.writeString(BASE.resolve("schemas/t14_score.json"), SCHEMA);
             Files.writeString(BASE.resolve("jobs/t14_json.yaml"), """
                     prompt: prompts/t14_json.txt

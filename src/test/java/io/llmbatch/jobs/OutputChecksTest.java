@@ -63,16 +63,7 @@ class OutputChecksTest {
     static {
         Mongo.reset(21102);
         try {
-            if (Files.exists(BASE)) {
-                try (var files = Files.walk(BASE)) {
-                    files.sorted(java.util.Comparator.reverseOrder()).forEach(f -> f.toFile().delete());
-                }
-            }
-            Files.createDirectories(BASE.resolve("jobs"));
-            Files.createDirectories(BASE.resolve("prompts"));
-            Files.createDirectories(BASE.resolve("inbox"));
-            Files.copy(Path.of("jobs/company_intro.yaml"), BASE.resolve("jobs/company_intro.yaml"));
-            Files.copy(Path.of("prompts/company_intro.txt"), BASE.resolve("prompts/company_intro.txt"));
+            io.llmbatch.support.JobsDir.fresh(BASE);
             Files.writeString(BASE.resolve("jobs/t14_lengths.yaml"), """
                     description: answers of 100-200 characters
                     prompt: prompts/t14_lengths.txt

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Skipping must not slow ingest (issue 14), in one run on one broker: (a) RabbitMQ PerfTest publishing N persistent
+# 1 KB messages with confirms; (b) one POST /send_workq_message/ of N seed tasks to an ingest node (alone, as in
+# bench/ingest.sh) with its MongoDB ledger (each task rendered and entered before it is published); then a worker and
+# a collector (another process, 0 ms simulated LLM backends) generate and store all N; (c) the same POST again: every
+# task's result is stored from the same request, so nothing is published and no LLM is called.
+# Targets: (b) <= 1.5x (a), (c) < (b). MongoDB is mongo-java-server in the bench's JVM (no mongod here).
+# Needs RabbitMQ on 127.0.0.1:5672, rabbitmqctl, java, mvn, python3, bc. usage: bench/skip.sh [runs=3] [tasks=28000]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${1:-3}
+N=${2:-28000}
+Q_PT=bench_perftest
+RABBIT=amqp://guest:guest@127.0.0.1:5672/%2f
+mkdir -p bench/target
+[ -f target/llm-batch.jar ] && [ -d target/test-classes ] || mvn -B -q package -DskipTests
+[ -d bench/target/perftest-lib ] || mvn -B -q -f bench/perftest/pom.xml dependency:copy-dependencies \
+  -DoutputDirectory="$PWD/bench/target/perftest-lib"
+mvn -B -q dependency:build-classpath -Dmdep.includeScope=test -Dmdep.outputFile=bench/target/test-cp.txt
+python3 bench/gen_tasks.py "$N" bench/target/e2e-payload.json bench/target/e2e-tasks.csv bench_e2e_tasks
+count() { rabbitmqctl -q list_queues name messages 2>/dev/null | awk -v q="$1" '$1==q {print $2}'; }
+now() { date +%s.%N; }
+
+printf '| run | (a) PerfTest 1 KB | (b) POST, ledger | (c) same POST, all stored | (b)/(a) | (c)/(b) | LLM calls in (c) | answer (c) |\n|---|---|---|---|---|---|---|---|\n'
+for run in $(seq 1 "$RUNS"); do
+  rabbitmqctl -q purge_queue $Q_PT >/dev/null 2>&1 || true
+  t0=$(now)
+  java -cp "bench/target/perftest-lib/*" com.rabbitmq.perf.PerfTest -h "$RABBIT" -u $Q_PT -ad false -f persistent \
+    -c 1000 -s 1000 -x 1 -y 0 -C "$N" > bench/target/skip-perftest.log 2>&1
+  a=$(echo "$(now) - $t0" | bc)
+  [ "$(count $Q_PT)" = "$N" ] || { echo "PerfTest left $(count $Q_PT) messages, expected $N" >&2; exit 1; }
+  row=$(java -Xmx1g -cp "target/test-classes:target/classes:$(cat bench/target/test-cp.txt)" bench/E2eBench.java \
+    bench/target/e2e-payload.json "$N" again 2>/dev/null | grep "^|")
+  # | n | documents | first POST | second POST | answer | calls |
+  b=$(echo "$row" | awk -F'|' '{gsub(/[ s]/,"",$4); print $4}')
+  c=$(echo "$row" | awk -F'|' '{gsub(/[ s]/,"",$5); print $5}')
+  answer=$(echo "$row" | awk -F'|' '{print $6}' | xargs)
+  calls=$(echo "$row" | awk -F'|' '{print $7}' | xargs)
+  printf '| %d | %.2f s | %.2f s | %.2f s | %.2f | %.2f | %s | `%s` |\n' "$run" "$a" "$b" "$c" \
+    "$(echo "$b / $a" | bc -l)" "$(echo "$c / $b" | bc -l)" "$calls" "$answer"
+done
+rabbitmqctl -q delete_queue $Q_PT >/dev/null 2>&1 || true
