@@ -670,8 +670,9 @@ public final class OpenAiBatches {
         if (!params.isEmpty()) {
             request.set("params", params);
         }
+        // no "model" in the request: the worker sends its backends' own (;model= or llmbatch.llm.model), whatever the line
+        // asked for; the asked model is the line's model_name and its output's model
         String model = body.path("model").isTextual() ? body.get("model").asText() : defaultModel;
-        request.put("model", model);
         String hash = JobDefinition.sha256(request.toString());
         Map<String, Object> h = new LinkedHashMap<>();
         h.put(ConfirmingPublisher.SOURCE_HEADER, "openai-batch:" + batchId);
