@@ -90,6 +90,8 @@ public final class OpenAiBatches {
     private final long maxFileBytes;
     private final long bodyTimeoutMillis = 120_000;
     private volatile boolean indexed;
+    /** The order batches are listed in: creation in microseconds, strictly increasing in this process. */
+    private final java.util.concurrent.atomic.AtomicLong lastOrder = new java.util.concurrent.atomic.AtomicLong();
 
     public OpenAiBatches(MongoDatabase database, String filesBucket, String batchesCollection, String resultsCollection,
                          ConfirmingPublisher publisher, String tasksQueue, CancelledBatches cancelled, String defaultModel,
@@ -253,7 +255,8 @@ public final class OpenAiBatches {
                 .append("completed_at", null).append("failed_at", null).append("expired_at", null).append("cancelling_at", null)
                 .append("cancelled_at", null)
                 .append("request_counts", new Document("total", 0).append("completed", 0).append("failed", 0))
-                .append("metadata", metadata);
+                .append("metadata", metadata)
+                .append("x_order", lastOrder.updateAndGet(last -> Math.max(last + 1, System.currentTimeMillis() * 1000)));
         batches.insertOne(batch);
 
         Validation v = validate(inputFileId);
@@ -321,12 +324,12 @@ public final class OpenAiBatches {
             if (a == null) {
                 throw new ApiError(400, "Invalid 'after': no batch '" + after + "'.", "after", null);
             }
-            long c = a.get("created_at", Number.class).longValue();
-            filter = Filters.or(Filters.lt("created_at", c), Filters.and(Filters.eq("created_at", c), Filters.lt("_id", after)));
+            long c = a.get("x_order", Number.class).longValue();
+            filter = Filters.or(Filters.lt("x_order", c), Filters.and(Filters.eq("x_order", c), Filters.lt("_id", after)));
         }
         List<Map<String, Object>> data = new ArrayList<>();
         boolean more = false;
-        try (MongoCursor<Document> c = batches.find(filter).sort(Sorts.descending("created_at", "_id")).limit(limit + 1).iterator()) {
+        try (MongoCursor<Document> c = batches.find(filter).sort(Sorts.descending("x_order", "_id")).limit(limit + 1).iterator()) {
             while (c.hasNext()) {
                 Document d = c.next();
                 if (data.size() == limit) {
@@ -730,7 +733,7 @@ public final class OpenAiBatches {
     private void ensureIndexes() {
         if (!indexed) {
             results.createIndex(Indexes.ascending("batch_id"));
-            batches.createIndex(Indexes.descending("created_at"));
+            batches.createIndex(Indexes.descending("x_order"));
             indexed = true;
         }
     }
