@@ -115,6 +115,41 @@ class OpenAiBatchTest {
         }
     }
 
+    @Test
+    void the_batch_api_refuses_other_sites_and_missing_keys_in_the_openai_error_shape() throws Exception {
+        String create = "{\"input_file_id\": \"file-x\", \"endpoint\": \"/v1/chat/completions\", \"completion_window\": \"24h\"}";
+        // a page of another site (its browser says so), even with the right key
+        Http.Answer page = Http.post(PORT, "/v1/batches", create, "Authorization", "Bearer t13b-secret", "Origin", "http://evil.example");
+        assertThat(page.status()).isEqualTo(403);
+        assertThat(page.json().at("/error/type").asText()).isEqualTo("invalid_request_error");
+        assertThat(page.json().at("/error/message").asText()).contains("cross-site");
+        // a form a page posts to /v1/files (browsers send multipart anywhere without asking): refused, nothing stored
+        String boundary = "----t13b";
+        String form = "--" + boundary + "\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n--" + boundary
+                      + "\r\nContent-Disposition: form-data; name=\"file\"; filename=\"x.jsonl\"\r\nContent-Type: application/jsonl\r\n\r\n"
+                      + "{}\n\r\n--" + boundary + "--\r\n";
+        var upload = Http.exchange(PORT, "/v1/files", form.getBytes(StandardCharsets.UTF_8), "Content-Type",
+                "multipart/form-data; boundary=" + boundary, "Sec-Fetch-Site", "cross-site", "Authorization", "Bearer t13b-secret");
+        assertThat(upload.statusCode()).as(upload.body()).isEqualTo(403);
+        assertThat(upload.body()).contains("cross-site");
+        // the same form from a script with the key is a File object
+        var ok = Http.exchange(PORT, "/v1/files", form.getBytes(StandardCharsets.UTF_8), "Content-Type",
+                "multipart/form-data; boundary=" + boundary, "Authorization", "Bearer t13b-secret");
+        assertThat(ok.statusCode()).as(ok.body()).isEqualTo(200);
+        assertThat(ok.body()).contains("\"object\":\"file\"").contains("\"filename\":\"x.jsonl\"").contains("\"bytes\":3");
+        // no key while the ingest token is set: 401 as OpenAI answers it
+        Http.Answer noKey = Http.post(PORT, "/v1/batches", create);
+        assertThat(noKey.status()).isEqualTo(401);
+        assertThat(noKey.json().at("/error/code").asText()).isEqualTo("invalid_api_key");
+        // a purpose other than batch, a window other than 24h, another endpoint: 400 naming the parameter
+        Http.Answer window = Http.post(PORT, "/v1/batches", create.replace("24h", "1h"), "Authorization", "Bearer t13b-secret");
+        assertThat(window.status()).isEqualTo(400);
+        assertThat(window.json().at("/error/param").asText()).isEqualTo("completion_window");
+        Http.Answer endpoint = Http.post(PORT, "/v1/batches", create.replace("/v1/chat/completions", "/v1/embeddings"),
+                "Authorization", "Bearer t13b-secret");
+        assertThat(endpoint.json().at("/error/param").asText()).isEqualTo("endpoint");
+    }
+
     record Run(int exit, String output) {
     }
 
