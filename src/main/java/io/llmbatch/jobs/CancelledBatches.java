@@ -21,7 +21,8 @@ import io.llmbatch.rabbit.OutboundMessage;
 
 /**
  * Which OpenAI batches are cancelled, told to the workers through the broker (a GPU machine has nothing else): one
- * durable queue holding a single message (x-max-length 1, the newest wins) with the ids of the batches cancelled lately.
+ * durable queue holding a single message (x-max-length 1, the newest wins; a reader drops older ones a broker kept) with
+ * the ids of the batches cancelled lately (the list only grows, within a week).
  * The ingest node publishes the whole list on every cancel; a worker reads it with a get that it gives back at once,
  * at most every {@code refreshMillis} and only while it has batch lines to run, so a worker started after the cancel
  * knows it too (a fanout message would have missed it). A line already running when the batch is cancelled finishes
@@ -80,6 +81,12 @@ public final class CancelledBatches {
             declare();
             GetResponse got = template.execute(channel -> {
                 GetResponse r = channel.basicGet(queue, false);
+                // a broker that ignores x-max-length (Qpid, the embedded one) keeps older lists ahead of the newest: the
+                // lists only grow, so an older one behind which another waits is dropped
+                while (r != null && r.getMessageCount() > 0) {
+                    channel.basicAck(r.getEnvelope().getDeliveryTag(), false);
+                    r = channel.basicGet(queue, false);
+                }
                 if (r != null) {
                     channel.basicReject(r.getEnvelope().getDeliveryTag(), true); // back for the other workers
                 }

@@ -42,8 +42,6 @@ import org.apache.camel.Exchange;
 import org.apache.camel.Message;
 import org.bson.Document;
 import org.bson.conversions.Bson;
-import org.bson.json.JsonMode;
-import org.bson.json.JsonWriterSettings;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -75,7 +73,6 @@ public final class OpenAiBatches {
     public static final String ENDPOINT = "/v1/chat/completions";
     private static final long WINDOW_SECONDS = 24 * 3600;
     private static final int MAX_ERRORS = 1000;
-    private static final JsonWriterSettings RELAXED = JsonWriterSettings.builder().outputMode(JsonMode.RELAXED).build();
     /** How long a cancelled batch stays on the list the workers read (its lines may wait that long behind other work). */
     private static final long CANCELLED_LIST_SECONDS = 7 * 24 * 3600;
 
@@ -451,7 +448,8 @@ public final class OpenAiBatches {
                 }
                 Document line = new Document("id", "batch_req_" + d.getString("pid")).append("custom_id", d.getString("custom_id"))
                         .append("response", response).append("error", error);
-                byte[] bytes = (line.toJson(RELAXED) + "\n").getBytes(StandardCharsets.UTF_8);
+                // compact JSON, as the Batch API writes its lines (the stored values are JSON's own: maps, lists, numbers)
+                byte[] bytes = (JSON.writeValueAsString(line) + "\n").getBytes(StandardCharsets.UTF_8);
                 boolean ok = response != null && Integer.valueOf(200).equals(response.getInteger("status_code")) && error == null;
                 if (ok) {
                     out.write(bytes);
