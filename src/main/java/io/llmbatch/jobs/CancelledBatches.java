@@ -80,17 +80,20 @@ public final class CancelledBatches {
         try {
             declare();
             GetResponse got = template.execute(channel -> {
-                GetResponse r = channel.basicGet(queue, false);
-                // a broker that ignores x-max-length (Qpid, the embedded one) keeps older lists ahead of the newest: the
-                // lists only grow, so an older one behind which another waits is dropped
-                while (r != null && r.getMessageCount() > 0) {
-                    channel.basicAck(r.getEnvelope().getDeliveryTag(), false);
-                    r = channel.basicGet(queue, false);
+                // a broker that ignores x-max-length (Qpid, the embedded one) keeps older lists ahead of the newest: every
+                // list but the last one got is dropped (the lists only grow), the last goes back for the other workers.
+                // Not by basic.get's message count: Qpid's counts the message it hands out.
+                GetResponse last = null;
+                for (GetResponse r = channel.basicGet(queue, false); r != null; r = channel.basicGet(queue, false)) {
+                    if (last != null) {
+                        channel.basicAck(last.getEnvelope().getDeliveryTag(), false);
+                    }
+                    last = r;
                 }
-                if (r != null) {
-                    channel.basicReject(r.getEnvelope().getDeliveryTag(), true); // back for the other workers
+                if (last != null) {
+                    channel.basicReject(last.getEnvelope().getDeliveryTag(), true);
                 }
-                return r;
+                return last;
             });
             if (got == null) {
                 return; // empty, or another worker holds it this instant: keep what was read before
