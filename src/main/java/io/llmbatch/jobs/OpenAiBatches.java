@@ -277,8 +277,13 @@ public final class OpenAiBatches {
             }
             results.bulkWrite(writes);
         }
-        batches.updateOne(Filters.eq("_id", id), Updates.combine(Updates.set("status", "in_progress"), Updates.set("in_progress_at", now()),
-                Updates.set("request_counts.total", v.lines)));
+        long started = batches.updateOne(Filters.and(Filters.eq("_id", id), Filters.eq("status", "validating")), Updates.combine(
+                Updates.set("status", "in_progress"), Updates.set("in_progress_at", now()), Updates.set("request_counts.total", v.lines)))
+                .getModifiedCount();
+        if (started == 0) { // cancelled while it was being validated: nothing is queued, the lines refused above stay counted
+            batches.updateOne(Filters.eq("_id", id), Updates.set("request_counts.total", (long) v.invalidRequests.size()));
+            return json(exchange, 200, refresh(batches.find(Filters.eq("_id", id)).first()));
+        }
         try {
             ConfirmingPublisher.Confirmed queued = publisher.publish(tasksQueue, new Lines(id, inputFileId, v.invalidLines), null);
             LOG.info("Batch {}: {} line(s) of {} queued to {}, {} refused as requests", id, queued.count(), inputFileId, tasksQueue,
