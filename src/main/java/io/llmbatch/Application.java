@@ -82,7 +82,11 @@ public final class Application {
         } catch (RuntimeException e) {
             String missing = missingFile(e);
             if (missing == null) {
-                throw e;
+                // a failed start must end the process: the embedded parts (or any non-daemon thread) would keep a
+                // half-started, deaf node alive
+                e.printStackTrace();
+                System.err.println("llm-batch cannot start: " + e.getMessage());
+                System.exit(1);
             }
             // Camel's own report is a bare NoSuchFileException and a stack trace
             System.err.println("llm-batch cannot start: " + missing + " not found (working directory "

@@ -119,7 +119,7 @@ final class StatusCommand {
         return s.toString();
     }
 
-    /** One job: stored of submitted (a bar), failed, skipped, waiting and in flight, rate, ETA, tokens and cost. */
+    /** One job: stored of submitted (a bar), failed, skipped, waiting and in flight, rate, ETA, tokens, cost and checks. */
     static String jobLine(JsonNode j) {
         long submitted = j.path("submitted").asLong();
         long stored = j.path("stored").asLong();
@@ -135,6 +135,11 @@ final class StatusCommand {
                 j.path("prompt_tokens").asLong() + j.path("completion_tokens").asLong()));
         if (j.path("cost").path("so_far").isNumber()) {
             s.append(String.format(Locale.ROOT, "  %.2f %s", j.path("cost").path("so_far").asDouble(), j.path("cost").path("currency").asText()));
+        }
+        JsonNode checks = j.path("checks");
+        if (checks.isObject()) { // output checks: passed at once, after a repair, dead-lettered by a check
+            s.append(String.format(Locale.ROOT, "  checks %,d passed %,d repaired %,d failed", checks.path("passed").asLong(),
+                    checks.path("repaired").asLong(), checks.path("failed").asLong()));
         }
         return s.toString();
     }

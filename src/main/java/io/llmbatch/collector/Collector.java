@@ -374,6 +374,9 @@ public class Collector {
             // one $set document (encoded directly) rather than a $set per field (converted one by one)
             Document set = new Document(p.document()).append("updated_at", now);
             Document update = new Document("$set", set).append("$setOnInsert", new Document("created_at", now));
+            if (!set.containsKey("checks")) { // an unchecked answer replaces a checked one: the job's check counts stay exact
+                update.append("$unset", new Document("checks", ""));
+            }
             upserts.add(new UpdateOneModel<>(Filters.eq("pid", p.pid()), update, UPSERT));
         }
         return upserts;

@@ -354,9 +354,12 @@ public class HttpIngest {
         } catch (MessageRefusedException e) {
             io.llmbatch.ops.Meters.ingested("http", e.confirmed());
             throw new IngestException(400, "the broker refused " + batch.where().apply(e.message().position()) + "; " + e.confirmed()
-                                           + " message(s) of this request were confirmed before it (sending the request again "
-                                           + "after fixing it is safe: duplicates carry the same message_id)",
-                    List.of(batch.where().apply(e.message().position()) + ": " + e.getMessage()), e.confirmed());
+                                           + " message(s) of this request were confirmed before it"
+                                           + (e.unconfirmed() > 0 ? " and " + e.unconfirmed() + " sent before it may have been stored "
+                                                                    + "without their confirm (the broker closed the channel)" : "")
+                                           + " (sending the request again after fixing it is safe: duplicates carry the same "
+                                           + "message_id and key the same document)",
+                    List.of(batch.where().apply(e.message().position()) + ": " + e.getMessage()), e.confirmed(), e.unconfirmed());
         }
     }
 
@@ -390,6 +393,9 @@ public class HttpIngest {
                 Batch batch = exchange.getMessage().getBody(Batch.class);
                 answer.put("queue", batch == null ? null : batch.queue());
                 answer.put("published", ie.published());
+                if (ie.unconfirmed() > 0) {
+                    answer.put("unconfirmed", ie.unconfirmed());
+                }
             }
         } else if (e instanceof com.mongodb.MongoException me) {
             status = 503;

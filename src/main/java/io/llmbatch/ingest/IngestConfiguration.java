@@ -101,7 +101,9 @@ public class IngestConfiguration implements CamelConfiguration {
         }
         ConfirmingPublisher publisher = registry.lookupByNameAndType(BrokerConfiguration.PUBLISHER, ConfirmingPublisher.class);
         Progress progress = new Progress(registry.lookupByNameAndType(BrokerConfiguration.CONNECTION_FACTORY, ConnectionFactory.class),
-                tasksQueue, resultsQueue, List.of(tasksDeadLetterQueue, resultsDeadLetterQueue), Progress.price(costPerGpuHour),
+                tasksQueue, resultsQueue, List.of(tasksDeadLetterQueue, resultsDeadLetterQueue,
+                        // the seed's job's answers that failed their output checks
+                        io.llmbatch.worker.Worker.outputCheckQueue(tasksDeadLetterQueue, defaultJob)), Progress.price(costPerGpuHour),
                 costCurrency, node.host());
         registry.bind("progress", progress);
         camelContext.addService(progress, true, true);

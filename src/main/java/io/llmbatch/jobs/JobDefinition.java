@@ -35,14 +35,14 @@ import com.fasterxml.jackson.dataformat.yaml.YAMLFactory;
  * @param companyField   a task field copied into the result as {@code company} (the seed's result shape), or null
  * @param outputField    the result field holding the LLM's answer ({@code intro} for the seed)
  * @param collection     the MongoDB collection results go to (in {@code llmbatch.mongodb.database})
- * @param checks         the output checks (JSON as written in the file), or an empty object
+ * @param checks         the output checks ({@code checks:}), or {@link JobChecks#NONE}
  * @param force          true: every task is sent even when its result is stored from the same request (a job whose
  *                       answers should differ each time, e.g. sampled at a high temperature); default false
  * @param file           where it was read from
  */
 public record JobDefinition(String name, String description, PromptTemplate prompt, SystemPrompt system, String model,
                             ObjectNode params, List<String> requiredFields, List<String> keyFields, String companyField,
-                            String outputField, String collection, ObjectNode checks, boolean force, Path file) {
+                            String outputField, String collection, JobChecks checks, boolean force, Path file) {
 
     static final ObjectMapper YAML = new ObjectMapper(new YAMLFactory());
     static final ObjectMapper JSON = new ObjectMapper();
@@ -117,10 +117,7 @@ public record JobDefinition(String name, String description, PromptTemplate prom
             || collection.startsWith("system.")) {
             throw new IllegalArgumentException(file + ": collection '" + collection + "' is not a collection name results can go to");
         }
-        JsonNode checks = root.get("checks");
-        if (checks != null && !checks.isNull() && !checks.isObject()) {
-            throw new IllegalArgumentException(file + ": 'checks' is a mapping (min_chars:, max_chars:, ...)");
-        }
+        JobChecks checks = JobChecks.read(root.get("checks"), file, base);
         JsonNode force = root.get("force");
         if (force != null && !force.isNull() && !force.isBoolean()) {
             throw new IllegalArgumentException(file + ": 'force' is true or false");
@@ -128,7 +125,7 @@ public record JobDefinition(String name, String description, PromptTemplate prom
         return new JobDefinition(name, text(root, "description", file), prompt, system, text(root, "model", file),
                 params == null || params.isNull() ? JSON.createObjectNode() : (ObjectNode) params, List.copyOf(required),
                 List.copyOf(key), company, output == null ? "output" : output, collection,
-                checks == null || checks.isNull() ? JSON.createObjectNode() : (ObjectNode) checks,
+                checks,
                 force != null && force.asBoolean(), file);
     }
 

@@ -102,7 +102,10 @@ public final class JobStore {
         return stored;
     }
 
-    /** The exact counts of a job: submitted (distinct tasks), skipped (submissions), stored, tokens, GPU time, times. */
+    /**
+     * The exact counts of a job: submitted (distinct tasks), skipped (submissions), stored, of the stored the checked ones
+     * whose first answer passed and those passed after a repair, tokens, GPU time, times.
+     */
     public Map<String, Object> counts(JobDefinition job) {
         Map<String, Object> c = new LinkedHashMap<>();
         Document ledgerSums = ledger.aggregate(List.of(Aggregates.match(Filters.eq("job", job.name())),
@@ -112,13 +115,18 @@ public final class JobStore {
         Document resultSums = results(job).aggregate(List.of(Aggregates.match(Filters.eq("job", job.name())),
                 Aggregates.group(null, Accumulators.sum("stored", 1), Accumulators.sum("prompt_tokens", "$prompt_tokens"),
                         Accumulators.sum("completion_tokens", "$completion_tokens"), Accumulators.sum("gpu_seconds", "$gpu_seconds"),
-                        Accumulators.max("last", "$updated_at")))).first();
+                        Accumulators.max("last", "$updated_at"),
+                        // output checks: a result's checks.repairs says whether its first answer passed or a repaired one
+                        Accumulators.sum("passed", when(new Document("$eq", List.of("$checks.repairs", 0)))),
+                        Accumulators.sum("repaired", when(new Document("$gt", List.of("$checks.repairs", 0))))))).first();
         c.put("submitted", ledgerSums == null ? 0L : number(ledgerSums.get("tasks")));
         c.put("skipped", ledgerSums == null ? 0L : number(ledgerSums.get("skipped")));
         c.put("stored", resultSums == null ? 0L : number(resultSums.get("stored")));
         c.put("prompt_tokens", resultSums == null ? 0L : number(resultSums.get("prompt_tokens")));
         c.put("completion_tokens", resultSums == null ? 0L : number(resultSums.get("completion_tokens")));
         c.put("gpu_seconds", resultSums == null ? 0.0 : resultSums.get("gpu_seconds") instanceof Number n ? n.doubleValue() : 0.0);
+        c.put("checks_passed", resultSums == null ? 0L : number(resultSums.get("passed")));
+        c.put("checks_repaired", resultSums == null ? 0L : number(resultSums.get("repaired")));
         c.put("started_at", ledgerSums == null ? null : ledgerSums.get("started"));
         c.put("last_submitted_at", ledgerSums == null ? null : ledgerSums.get("last"));
         c.put("last_stored_at", resultSums == null ? null : resultSums.get("last"));
@@ -136,6 +144,11 @@ public final class JobStore {
             ledger.createIndex(Indexes.ascending("job"), new IndexOptions().background(true));
             indexed = true;
         }
+    }
+
+    /** 1 for a document the condition holds for, else 0 (for a $sum). */
+    private static Document when(Document condition) {
+        return new Document("$cond", List.of(condition, 1, 0));
     }
 
     private static long number(Object o) {

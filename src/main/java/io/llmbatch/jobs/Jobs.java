@@ -37,6 +37,8 @@ public final class Jobs {
     public static final String MODEL = "x-llmbatch-model";
     public static final String OUTPUT_FIELD = "x-llmbatch-output-field";
     public static final String COMPANY_FIELD = "x-llmbatch-company-field";
+    /** The job's output checks, compact JSON ({@link JobChecks#header}); absent for a job without checks. */
+    public static final String CHECKS = "x-llmbatch-checks";
     /** A line of an OpenAI batch (POST /v1/batches): its batch id, custom_id and line number in the input file. */
     public static final String BATCH = "x-llmbatch-batch";
     public static final String CUSTOM_ID = "x-llmbatch-custom-id";
@@ -62,6 +64,10 @@ public final class Jobs {
             h.put(OUTPUT_FIELD, job.outputField());
             if (job.companyField() != null) {
                 h.put(COMPANY_FIELD, job.companyField());
+            }
+            if (job.checks().any()) {
+                h.put(CHECKS, job.checks().header(job.checks().schema() != null && job.checks().schema().equals(
+                        request.path("params").path("response_format").path("json_schema").get("schema"))));
             }
             return h;
         }
@@ -92,6 +98,11 @@ public final class Jobs {
         this.dir = dir;
         this.defaultJob = defaultJob;
         this.defaultModel = defaultModel;
+    }
+
+    /** The model {@code job}'s tasks are sent with: its own, else {@code llmbatch.llm.model}. */
+    public String modelOf(JobDefinition job) {
+        return job.model() != null ? job.model() : defaultModel;
     }
 
     public String defaultJobName() {
@@ -173,14 +184,17 @@ public final class Jobs {
      * @throws PromptTemplate.MissingFieldException when the task lacks a field the prompt needs
      */
     public Rendered render(JobDefinition job, ObjectNode task) {
-        String model = job.model() != null ? job.model() : defaultModel;
+        String model = modelOf(job);
         ObjectNode request = CANONICAL.createObjectNode();
         request.put("prompt", job.prompt().render(task));
         String system = job.system().text();
         if (system != null) {
             request.put("system", system);
         }
-        if (!job.params().isEmpty()) {
+        ObjectNode responseFormat = job.params().has("response_format") ? null : job.checks().responseFormat(job.name());
+        if (responseFormat != null) { // a JSON check asks OpenAI-compatible servers for JSON (the job's params can say otherwise)
+            request.set("params", job.params().deepCopy().set("response_format", responseFormat));
+        } else if (!job.params().isEmpty()) {
             request.set("params", job.params());
         }
         request.put("model", model);

@@ -56,6 +56,11 @@ public final class JobsApi {
         return job.equals(jobs.defaultJobName()) ? tasksDeadLetterQueue : tasksDeadLetterQueue + "." + job;
     }
 
+    /** The dead-letter queue of a job's tasks whose answers failed their output checks. */
+    public String outputCheckQueue(String job) {
+        return io.llmbatch.worker.Worker.outputCheckQueue(tasksDeadLetterQueue, job);
+    }
+
     /** {@code GET /api/jobs}: every job with its main counts. */
     public String list(Exchange exchange) throws IOException {
         List<Map<String, Object>> all = new ArrayList<>();
@@ -81,7 +86,9 @@ public final class JobsApi {
         Map<String, Object> counts = store().counts(job);
         long submitted = (Long) counts.get("submitted");
         long stored = (Long) counts.get("stored");
+        long failedChecks = depth(outputCheckQueue(job.name()));
         long failed = depth(deadLetterQueue(job.name()));
+        failed = failed < 0 || failedChecks < 0 ? -1 : failed + failedChecks;
         long inFlight = progress.inFlightByJob().getOrDefault(job.name(), 0L);
         long remaining = Math.max(0, submitted - stored - failed);
         long now = System.currentTimeMillis();
@@ -89,13 +96,22 @@ public final class JobsApi {
         Map<String, Object> s = new LinkedHashMap<>();
         s.put("name", job.name());
         s.put("description", job.description());
-        s.put("model", job.model());
+        s.put("model", jobs.modelOf(job));
         s.put("collection", job.collection());
         s.put("prompt_version", job.promptVersion());
         s.put("submitted", submitted);
         s.put("stored", stored);
         s.put("failed", failed);
         s.put("skipped", counts.get("skipped"));
+        if (job.checks().any() || (Long) counts.get("checks_passed") + (Long) counts.get("checks_repaired") > 0) {
+            // output checks: of the stored, passed at the first answer or after a repair; failed: dead-lettered by a check
+            Map<String, Object> checks = new LinkedHashMap<>();
+            checks.put("passed", counts.get("checks_passed"));
+            checks.put("repaired", counts.get("checks_repaired"));
+            checks.put("failed", failedChecks);
+            checks.put("dead_letter_queue", outputCheckQueue(job.name()));
+            s.put("checks", checks);
+        }
         s.put("remaining", remaining);
         s.put("in_flight", Math.min(inFlight, remaining));
         s.put("waiting", Math.max(0, remaining - inFlight));
@@ -142,7 +158,11 @@ public final class JobsApi {
     public String redrive(Exchange exchange) throws IOException {
         JobDefinition job = job(exchange);
         String reason = exchange.getMessage().getHeader("reason", String.class);
-        Redrive.Outcome outcome = redrive.run(job, deadLetterQueue(job.name()), reason == null || reason.isBlank() ? null : reason);
+        String match = reason == null || reason.isBlank() ? null : reason;
+        Redrive.Outcome failures = redrive.run(job, deadLetterQueue(job.name()), match);
+        Redrive.Outcome checks = redrive.run(job, outputCheckQueue(job.name()), match); // answers that failed their checks
+        Redrive.Outcome outcome = new Redrive.Outcome(failures.moved() + checks.moved(), failures.left() + checks.left(),
+                failures.notRenderable() + checks.notRenderable());
         Map<String, Object> answer = new LinkedHashMap<>();
         answer.put("job", job.name());
         answer.put("dead_letter_queue", deadLetterQueue(job.name()));

@@ -53,15 +53,44 @@ public final class Redrive {
         this.tasksQueue = tasksQueue;
     }
 
+    /** Whether the queue exists, asked on a channel of its own (a passive declare of a missing queue closes it). */
+    private static boolean exists(Connection connection, String queue) throws IOException {
+        Channel probe = connection.createChannel(false);
+        try {
+            probe.queueDeclarePassive(queue);
+            return true;
+        } catch (IOException e) {
+            if (e.getCause() instanceof com.rabbitmq.client.ShutdownSignalException s
+                && s.getReason() instanceof com.rabbitmq.client.AMQP.Channel.Close close && close.getReplyCode() == 404) {
+                return false;
+            }
+            throw e;
+        } finally {
+            if (probe.isOpen()) {
+                try {
+                    probe.close();
+                } catch (java.util.concurrent.TimeoutException | IOException ignored) {
+                    // closing a probe channel: nothing to keep
+                }
+            }
+        }
+    }
+
     /** Re-drives {@code deadLetterQueue}'s dead letters whose reason matches {@code reason} (null: all). */
     public synchronized Outcome run(JobDefinition job, String deadLetterQueue, String reason) throws IOException {
-        Pattern match = reason == null ? null : Pattern.compile(reason, Pattern.CASE_INSENSITIVE);
+        Pattern match;
+        try {
+            match = reason == null ? null : Pattern.compile(reason, Pattern.CASE_INSENSITIVE);
+        } catch (java.util.regex.PatternSyntaxException e) {
+            throw new io.llmbatch.ingest.IngestException(400, "reason is not a regular expression: " + e.getDescription()
+                                                              + " (in '" + reason + "')");
+        }
         long moved = 0;
         long left = 0;
         long unrenderable = 0;
         try (Connection connection = connectionFactory.createConnection(); Channel ch = connection.createChannel(false)) {
-            if (ch.queueDeclarePassive(deadLetterQueue).getMessageCount() == 0) {
-                return new Outcome(0, 0, 0);
+            if (!exists(connection, deadLetterQueue) || ch.queueDeclarePassive(deadLetterQueue).getMessageCount() == 0) {
+                return new Outcome(0, 0, 0); // no dead letter yet: a job's queue is declared with its first one
             }
             List<Long> keep = new ArrayList<>();
             while (true) {

@@ -77,6 +77,7 @@ public final class LlmSimulator implements AutoCloseable {
     private volatile int specialStatus;
     private volatile String specialBody;
     private final Map<String, AtomicLong> perPrompt = new ConcurrentHashMap<>();
+    private volatile java.util.function.Function<JsonNode, Reply> replies;
     // for benchmarks: the time slots were held by a request (slot utilisation at the GPU's side)
     private long busyNanos;
     private int busyNow;
@@ -159,6 +160,19 @@ public final class LlmSimulator implements AutoCloseable {
         this.specialStatus = status;
         this.specialBody = body;
         this.specialPrompt = prompt;
+        return this;
+    }
+
+    /** An answer of {@link #replies}: its text and finish reason (null: {@code stop}, or {@code length} when cut). */
+    public record Reply(String text, String finishReason) {
+    }
+
+    /**
+     * Answers each completion request with what {@code reply} makes of its JSON body (either protocol), instead of
+     * {@link #textFor}: answers that vary per request, as sampling does (null: back to {@link #textFor}).
+     */
+    public LlmSimulator replies(java.util.function.Function<JsonNode, Reply> reply) {
+        this.replies = reply;
         return this;
     }
 
@@ -329,10 +343,12 @@ public final class LlmSimulator implements AutoCloseable {
                     stopped.await();
                     return;
                 }
-                String text = textFor(prompt);
+                java.util.function.Function<JsonNode, Reply> reply = replies;
+                Reply r = reply == null ? null : reply.apply(request);
+                String text = r == null ? textFor(prompt) : r.text();
                 served.incrementAndGet();
                 perPrompt.computeIfAbsent(prompt, k -> new AtomicLong()).incrementAndGet();
-                send(ex, 200, openai ? openaiAnswer(request, prompt, text) : chatglmAnswer(text));
+                send(ex, 200, openai ? openaiAnswer(request, prompt, text, r == null ? null : r.finishReason()) : chatglmAnswer(text));
             } catch (InterruptedException e) {
                 Thread.currentThread().interrupt();
             } finally {
@@ -370,9 +386,9 @@ public final class LlmSimulator implements AutoCloseable {
                 "time", LocalDateTime.now().format(DateTimeFormatter.ofPattern("yyyy-MM-dd HH:mm:ss"))));
     }
 
-    private static String openaiAnswer(JsonNode request, String prompt, String text) throws IOException {
+    private static String openaiAnswer(JsonNode request, String prompt, String text, String finishReason) throws IOException {
         int promptTokens = prompt.length();
-        String finish = "stop";
+        String finish = finishReason != null ? finishReason : "stop";
         if (request.hasNonNull("max_tokens") && text.length() > request.get("max_tokens").asInt()) {
             text = text.substring(0, Math.max(0, request.get("max_tokens").asInt())); // one character a token
             finish = "length";

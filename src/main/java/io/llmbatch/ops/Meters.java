@@ -68,6 +68,21 @@ public final class Meters {
         }
     }
 
+    /**
+     * A checked task's outcome, by job: {@code passed} (its first answer), {@code repaired} (an answer after a repair
+     * request), {@code failed} (dead-lettered, {@code output-check: <check>}).
+     */
+    public static void outputChecked(String job, String outcome) {
+        Counter.builder("llmbatch.output.checks").description("Tasks whose answers were checked, by job and outcome")
+                .tag("job", job).tag("outcome", outcome).register(GLOBAL).increment();
+    }
+
+    /** One answer that failed a check (each repaired or dead-lettered task has one or more). */
+    public static void outputCheckFailed(String job, String check) {
+        Counter.builder("llmbatch.output.check.failures").description("Answers that failed an output check, by job and check")
+                .tag("job", job).tag("check", check).register(GLOBAL).increment();
+    }
+
     /** Requests in flight on a backend, read when scraped. */
     public static void inFlight(String backend, Supplier<Number> requests) {
         Gauge.builder("llmbatch.llm.in.flight", requests).description("LLM requests in flight per backend")

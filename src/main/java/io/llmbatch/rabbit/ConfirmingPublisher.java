@@ -95,9 +95,25 @@ public class ConfirmingPublisher {
         headers.put("x-llmbatch-exception", exception);
         headers.put("x-llmbatch-failed-at", java.time.OffsetDateTime.now(java.time.ZoneOffset.UTC).toString());
         headers.putAll(extraHeaders);
-        publishOne(queue, new OutboundMessage(body == null ? new byte[0] : body, messageId, headers, 0));
+        byte[] b = body == null ? new byte[0] : body;
+        try {
+            publishOne(queue, new OutboundMessage(b, messageId, headers, 0));
+        } catch (MessageRefusedException refused) {
+            // the dead letter itself is more than the broker takes (a result over MongoDB's and the broker's limits):
+            // its first bytes are kept, with its size, rather than have it come back for ever
+            headers.put("x-llmbatch-truncated-from", (long) b.length);
+            headers.put("x-llmbatch-reason", reason + " (the dead letter is cut to its first " + DEAD_LETTER_KEPT_BYTES
+                                             + " bytes: " + refused.getMessage() + ")");
+            String id = messageId != null && messageId.getBytes(java.nio.charset.StandardCharsets.UTF_8).length <= 255 ? messageId : null;
+            publishOne(queue, new OutboundMessage(java.util.Arrays.copyOf(b, Math.min(b.length, DEAD_LETTER_KEPT_BYTES)), id, headers, 0));
+            LOG.warn("Dead letter of {} bytes refused ({}): its first {} bytes dead-lettered to {}", b.length, refused.getMessage(),
+                    DEAD_LETTER_KEPT_BYTES, queue);
+        }
         Meters.deadLettered(queue, exception);
     }
+
+    /** What is kept of a dead letter the broker cannot take whole. */
+    static final int DEAD_LETTER_KEPT_BYTES = 64 * 1024;
 
     /** Outcome of a fully confirmed run. */
     public record Confirmed(String queue, long count) {
@@ -339,18 +355,21 @@ public class ConfirmingPublisher {
             // the rest of the window was nacked with it (the channel closed): the caller sends it again, so a message
             // the broker had stored but not yet confirmed when it closed the channel is stored twice (at least once,
             // never lost); confirms that had arrived behind an unconfirmed one still count
-            for (Pending w : pending) {
-                if (w.isAcked()) {
+            long unconfirmed = 0;
+            for (Pending w : window) {
+                if (w != p && w.isAcked()) {
                     confirmed++;
                     if (onConfirmed != null) {
                         onConfirmed.confirmed(w.message.position());
                     }
+                } else if (w.seq < culprit.seq) {
+                    unconfirmed++;
                 }
             }
             pending.clear();
             return new MessageRefusedException("the broker refused the message of " + culprit.message.body().length
                                                + " bytes: its limit is " + brokerMax + " bytes (max_message_size)",
-                    culprit.message, confirmed, true);
+                    culprit.message, confirmed, true, unconfirmed);
         }
     }
 

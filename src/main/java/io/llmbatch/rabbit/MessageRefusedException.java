@@ -14,12 +14,26 @@ public class MessageRefusedException extends RuntimeException {
     private final transient OutboundMessage refused;
     private final long confirmed;
     private final boolean byBroker;
+    private final long unconfirmed;
 
     public MessageRefusedException(String reason, OutboundMessage refused, long confirmed, boolean byBroker) {
+        this(reason, refused, confirmed, byBroker, 0);
+    }
+
+    public MessageRefusedException(String reason, OutboundMessage refused, long confirmed, boolean byBroker, long unconfirmed) {
         super(reason);
         this.refused = refused;
         this.confirmed = confirmed;
         this.byBroker = byBroker;
+        this.unconfirmed = unconfirmed;
+    }
+
+    /**
+     * Messages sent before the refused one whose confirm never came: the broker closed the channel at the refused
+     * message, so each of them may or may not be stored (a caller that sends them again stores them at least once).
+     */
+    public long unconfirmed() {
+        return unconfirmed;
     }
 
     /** The message refused (its {@link OutboundMessage#position()} says which of the source's). */
@@ -33,8 +47,9 @@ public class MessageRefusedException extends RuntimeException {
     }
 
     /**
-     * True when the broker itself refused it (it closed the channel over its size, so the other unconfirmed messages
-     * of the window were not stored either); false when it was refused before sending.
+     * True when the broker itself refused it (it closed the channel over its size: the messages sent after it were not
+     * stored, those sent before it and not confirmed may have been, see {@link #unconfirmed()}); false when it was
+     * refused before sending.
      */
     public boolean byBroker() {
         return byBroker;

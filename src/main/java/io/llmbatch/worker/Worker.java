@@ -24,6 +24,7 @@ import io.llmbatch.llm.LlmBalancer;
 import io.llmbatch.llm.LlmExceptions.LlmRejectedException;
 import io.llmbatch.rabbit.ConfirmingPublisher;
 import io.llmbatch.rabbit.OutboundMessage;
+import io.llmbatch.ops.Meters;
 
 /**
  * The steps of the worker route: parse the task, turn it into the LLM request (its prompt from the template, the system
@@ -176,8 +177,11 @@ public class Worker {
         } else {
             result.put(rendered ? String.valueOf(jobHeaders.getOrDefault(Jobs.OUTPUT_FIELD, "output")) : "intro", completion.text());
         }
+        OutputChecks.Verdict verdict = exchange.getVariable(OutputChecks.VERDICT, OutputChecks.Verdict.class);
+        // the GPU time of every call the task took, repair requests included
+        double seconds = verdict != null ? verdict.seconds() : completion.seconds();
         result.put("spends", BigDecimal.valueOf(completion.seconds()).setScale(3, RoundingMode.HALF_UP));
-        result.put("gpu_seconds", BigDecimal.valueOf(completion.seconds() * gpusPerSlot).setScale(3, RoundingMode.HALF_UP));
+        result.put("gpu_seconds", BigDecimal.valueOf(seconds * gpusPerSlot).setScale(3, RoundingMode.HALF_UP));
         if (!batchLine) {
             result.set("task", task);
         }
@@ -208,6 +212,12 @@ public class Worker {
         result.put("started_at", exchange.getProperty(STARTED_AT, OffsetDateTime.class).toString());
         result.put("finished_at", OffsetDateTime.now(ZoneOffset.UTC).toString());
         result.put("attempts", completion.attempts());
+        if (verdict != null && verdict.isChecked()) { // what the job's status counts as passed or repaired
+            ObjectNode checks = result.putObject("checks").put("repairs", verdict.getRepairs());
+            if (!verdict.failedChecks().isEmpty()) {
+                verdict.failedChecks().forEach(checks.putArray("failed")::add);
+            }
+        }
         if (Boolean.TRUE.equals(exchange.getProperty(TASK_REDELIVERED, Boolean.class))) {
             result.put("redelivered", true); // the broker delivered the task before (to this or another worker)
         }
@@ -226,6 +236,9 @@ public class Worker {
         publisher.publishOne(resultsQueue, new OutboundMessage(Tasks.JSON.writeValueAsBytes(result),
                 id != null ? id : Tasks.messageId(task), headers, 0));
         completed.incrementAndGet();
+        if (verdict != null && verdict.isChecked()) {
+            Meters.outputChecked(String.valueOf(jobHeaders.get(Jobs.JOB)), verdict.getRepairs() == 0 ? "passed" : "repaired");
+        }
     }
 
     /**
@@ -272,9 +285,21 @@ public class Worker {
                 headers.put(h, v.toString());
             }
         }
-        String queue = deadLetterQueueOf(job);
+        OutputChecks.Verdict verdict = exchange.getVariable(OutputChecks.VERDICT, OutputChecks.Verdict.class);
+        if (e instanceof OutputCheckFailedException && verdict != null) { // the last answer, to see what the model made
+            String answer = verdict.answer() == null ? "" : verdict.answer();
+            headers.put("x-llmbatch-last-answer", answer.length() > OutputChecks.MAX_ANSWER_IN_HEADER
+                    ? answer.substring(0, OutputChecks.MAX_ANSWER_IN_HEADER) : answer);
+            headers.put("x-llmbatch-check", verdict.getCheck());
+            headers.put("x-llmbatch-repairs", verdict.getRepairs());
+        }
+        // what failed its output checks has its own dead-letter queue: its depth is the job's exact count of them
+        String queue = e instanceof OutputCheckFailedException ? outputCheckQueueOf(job) : deadLetterQueueOf(job);
         String reason = publisher.deadLetter(queue, exchange, headers);
         LOG.warn("Task {} dead-lettered to {}: {}", exchange.getMessage().getHeader(MESSAGE_ID), queue, reason);
+        if (e instanceof OutputCheckFailedException) {
+            Meters.outputChecked(job == null ? defaultJob : job, "failed");
+        }
     }
 
     /** Where the worker learns which OpenAI batches are cancelled; null: it runs every line. */
@@ -358,12 +383,32 @@ public class Worker {
 
     /** The job headers a rendered task carries, copied to its result's message and to its dead letter. */
     static final java.util.List<String> JOB_HEADERS = java.util.List.of(Jobs.JOB, Jobs.REQUEST, Jobs.REQUEST_HASH,
-            Jobs.PROMPT_VERSION, Jobs.PID, Jobs.COLLECTION, Jobs.MODEL, Jobs.OUTPUT_FIELD, Jobs.COMPANY_FIELD, Jobs.BATCH,
-            Jobs.CUSTOM_ID, Jobs.LINE);
+            Jobs.PROMPT_VERSION, Jobs.PID, Jobs.COLLECTION, Jobs.MODEL, Jobs.OUTPUT_FIELD, Jobs.COMPANY_FIELD, Jobs.CHECKS,
+            Jobs.BATCH, Jobs.CUSTOM_ID, Jobs.LINE);
 
     /** The seed's job (and tasks in its form) dead-letter to llmbatch.queue.tasks-dlq, any other job to its own. */
     public String deadLetterQueueOf(String job) {
         return job == null || job.equals(defaultJob) ? deadLetterQueue : deadLetterQueue + "." + job;
+    }
+
+    /** Every answer of the task failed its output checks, the repairs included: dead-lettered with the last answer. */
+    public static class OutputCheckFailedException extends RuntimeException {
+        public OutputCheckFailedException(String message) {
+            super(message);
+        }
+    }
+
+    /**
+     * Where a job's tasks whose answers failed their output checks go: {@code llmbatch.queue.tasks-dlq} +
+     * {@code .output-check.<job>} (a job's own dead-letter queue is {@code <tasks-dlq>.<job>}, one segment: no clash).
+     */
+    public String outputCheckQueueOf(String job) {
+        return outputCheckQueue(deadLetterQueue, job == null ? defaultJob : job);
+    }
+
+    /** The output-check dead-letter queue of {@code job} under the tasks' dead-letter queue {@code tasksDeadLetterQueue}. */
+    public static String outputCheckQueue(String tasksDeadLetterQueue, String job) {
+        return tasksDeadLetterQueue + ".output-check." + job;
     }
 
     /** The task itself is wrong (not JSON, a field missing): no retry can help. */

@@ -149,6 +149,8 @@ public class WorkerConfiguration implements CamelConfiguration {
         Worker worker = new Worker(prompt, system, publisher, resultsQueue, tasksDeadLetterQueue, companyField, node.host(), gpu,
                 maxPromptChars, model, defaultJob);
         registry.bind("worker", worker);
+        // the leaves of the worker route's check-and-repair loop: a task's output checks travel with it (x-llmbatch-checks)
+        registry.bind("outputChecks", new OutputChecks());
         // lines of OpenAI batches cancelled since they were queued are skipped (the list comes through the broker)
         worker.cancelledBatches(new io.llmbatch.jobs.CancelledBatches(
                 registry.lookupByNameAndType(BrokerConfiguration.CONNECTION_FACTORY, org.springframework.amqp.rabbit.connection.ConnectionFactory.class),

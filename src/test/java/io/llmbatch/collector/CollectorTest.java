@@ -190,6 +190,9 @@ class CollectorTest {
         assertThat(dead.get(0).getProps().getHeaders().get("x-llmbatch-reason").toString())
                 .startsWith("cannot write the document to MongoDB");
         assertThat(new String(dead.get(0).getBody(), StandardCharsets.UTF_8)).contains("超大文档公司");
+        // over the broker's limit too (llmbatch.ingest.max-message-bytes, 16 MiB): its first 64 KiB, with its size
+        assertThat(dead.get(0).getBody()).hasSize(64 * 1024);
+        assertThat((Long) dead.get(0).getProps().getHeaders().get("x-llmbatch-truncated-from")).isGreaterThan(17L * 1024 * 1024);
         await().atMost(Duration.ofSeconds(10)).until(() -> broker.count(RESULTS) == 0);
         publish(result("丙公司", "c")); // the collector goes on
         awaitCount(3);

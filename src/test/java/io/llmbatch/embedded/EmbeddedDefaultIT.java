@@ -113,6 +113,18 @@ class EmbeddedDefaultIT {
         }
     }
 
+    @Test
+    void a_start_that_fails_ends_the_process_instead_of_leaving_a_deaf_node() throws Exception {
+        // the management port is taken (an earlier node still stopping, another program): the start fails, and the
+        // embedded parts already running must not keep the process alive
+        try (java.net.ServerSocket taken = new java.net.ServerSocket(18198, 1, java.net.InetAddress.getLoopbackAddress());
+             AppProcess app = AppProcess.start("port-taken", java.util.stream.Stream.concat(java.util.Arrays.stream(PLACES),
+                     java.util.stream.Stream.of("camel.management.port=" + taken.getLocalPort())).toArray(String[]::new))) {
+            assertThat(app.exitCode(Duration.ofSeconds(60))).isEqualTo(1);
+            assertThat(Files.readString(app.log())).contains("llm-batch cannot start: cannot serve HTTP on 127.0.0.1:18198");
+        }
+    }
+
     static long stored() {
         try (MongoClient client = client()) {
             return collection(client).countDocuments();

@@ -212,6 +212,8 @@ class JobsTest {
         JsonNode seedStatus = job("company_intro");
         assertThat(seedStatus.get("submitted").asLong()).isEqualTo(300);
         assertThat(seedStatus.get("stored").asLong()).isEqualTo(300);
+        assertThat(seedStatus.get("model").asText()).as("the job names none: llmbatch.llm.model").isEqualTo("chatglm2_6b_int4");
+        assertThat(status.get("model").asText()).isEqualTo("qwen-test");
         JsonNode all = Http.get(PORT, "/api/jobs").json().get("jobs");
         assertThat(all.findValuesAsText("name")).containsExactly("company_intro", "product_category");
 
@@ -252,9 +254,10 @@ class JobsTest {
         assertThat(post("/send_workq_message/", seedPayload(20)).json().get("published").asInt()).isEqualTo(20);
         await().atMost(Duration.ofSeconds(30)).until(() -> companies.countDocuments() == 20);
 
-        // what differs is when and where it ran; the ingest node adds the request's hash (what skipping compares)
+        // what differs is when and where it ran; the ingest node adds the request's hash (what skipping compares) and
+        // the job's output checks (a task published straight to the queue carries no job headers, so it is not checked)
         Set<String> circumstantial = Set.of("_id", "spends", "gpu_seconds", "started_at", "finished_at", "created_at",
-                "updated_at", "worker_host", "backend", "attempts", "request_hash");
+                "updated_at", "worker_host", "backend", "attempts", "request_hash", "checks");
         for (Document viaIngest : companies.find()) {
             Document viaQueue = byQueue.get(viaIngest.getString("pid"));
             assertThat(viaQueue).as(viaIngest.getString("pid")).isNotNull();
@@ -318,6 +321,15 @@ class JobsTest {
         assertThat(named.status()).isEqualTo(400);
         assertThat(named.json().get("details").get(0).asText()).startsWith("tasks[1]: no job 'nope'");
         assertThat(broker.count("t13_jobs_tasks")).isZero();
+
+        // re-drive: a job that never had a dead letter has no dead-letter queue yet, and a reason must be a regex
+        broker.reset("t13_jobs_tasks.dlq.product_category");
+        Http.Answer none = post("/api/jobs/product_category/redrive", "");
+        assertThat(none.status()).as(none.json().toString()).isEqualTo(200);
+        assertThat(none.json().get("moved").asLong()).isZero();
+        Http.Answer badReason = post("/api/jobs/product_category/redrive?reason=%28unclosed", "");
+        assertThat(badReason.status()).as(badReason.json().toString()).isEqualTo(400);
+        assertThat(badReason.json().get("error").asText()).startsWith("reason is not a regular expression");
     }
 
     @Test

@@ -24,7 +24,8 @@ import static org.assertj.core.api.Assertions.assertThat;
 /**
  * A worker with one LLM server, where a single bad prompt or a short outage must not cost the job: a prompt that makes
  * the server fail is dead-lettered without taking the server out, a prompt the server blames is dead-lettered after one
- * call, and an outage shorter than llmbatch.llm.hold holds the tasks in the worker (no redelivery at all).
+ * call, and an outage shorter than llmbatch.llm.hold holds the tasks in the worker (no redelivery at all; the tasks it has not
+ * taken wait in the queue).
  */
 @ExtendWith(RabbitMQRequired.class)
 @CamelMainTest(properties = {
@@ -103,7 +104,9 @@ class WorkerSingleBackendTest {
         sim.close();
         q.publish(WorkerQueues.companies("停电公司", 6));
         Thread.sleep(3_000);
-        assertThat(q.broker.count(q.tasks)).as("the worker holds them: nothing back in the queue").isZero();
+        // 4 consumers (twice the 2 slots) with prefetch 1: the worker holds 4 in its LLM calls, 2 wait in the queue,
+        // never delivered; none goes back to it
+        assertThat(q.broker.count(q.tasks)).as("the worker holds one per consumer, nothing comes back to the queue").isEqualTo(2);
         assertThat(q.broker.count(q.results)).isZero();
         assertThat(q.broker.count(q.dlq)).isZero();
 
