@@ -284,8 +284,8 @@ public final class OpenAiBatches {
             batches.updateOne(Filters.eq("_id", id), Updates.set("request_counts.total", (long) v.invalidRequests.size()));
             return json(exchange, 200, refresh(batches.find(Filters.eq("_id", id)).first()));
         }
-        try {
-            ConfirmingPublisher.Confirmed queued = publisher.publish(tasksQueue, new Lines(id, inputFileId, v.invalidLines), null);
+        try (Lines lines = new Lines(id, inputFileId, v.invalidLines)) {
+            ConfirmingPublisher.Confirmed queued = publisher.publish(tasksQueue, lines, null);
             LOG.info("Batch {}: {} line(s) of {} queued to {}, {} refused as requests", id, queued.count(), inputFileId, tasksQueue,
                     v.invalidRequests.size());
         } catch (PublishException | io.llmbatch.rabbit.MessageRefusedException e) {
@@ -589,7 +589,7 @@ public final class OpenAiBatches {
     }
 
     /** The lines of an input file as tasks of the batch, read again from GridFS as they are published. */
-    private final class Lines implements Iterator<OutboundMessage> {
+    private final class Lines implements Iterator<OutboundMessage>, AutoCloseable {
         private final String batchId;
         private final BufferedReader reader;
         private final Set<Long> skip;
@@ -621,6 +621,15 @@ public final class OpenAiBatches {
                 }
             }
             return true;
+        }
+
+        @Override
+        public void close() {
+            try {
+                reader.close();
+            } catch (IOException e) {
+                // nothing left to read
+            }
         }
 
         @Override
