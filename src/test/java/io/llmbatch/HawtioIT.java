@@ -52,7 +52,9 @@ class HawtioIT {
                                                "ingest-http-progress", "worker-tasks", "llm-gateway", "llm-backend-1",
                                                "llm-request-openai", "llm-request-chatglm", "collector-results",
                                                "ingest-http-job-tasks", "ingest-jobs-list", "ingest-jobs-status",
-                                               "ingest-jobs-results", "ingest-jobs-redrive", "worker-check-output");
+                                               "ingest-jobs-results", "ingest-jobs-redrive", "worker-check-output",
+                                               "ingest-openai-files-upload", "ingest-openai-file", "ingest-openai-file-content",
+                                               "ingest-openai-batches", "ingest-openai-batch", "ingest-openai-batch-cancel");
     static final ObjectMapper JSON = new ObjectMapper();
 
     /** {route id: Completed} as the Routes table shows it right now (empty while it is not on screen). */

@@ -17,7 +17,9 @@ import org.springframework.amqp.rabbit.core.RabbitAdmin;
 
 import io.llmbatch.Roles;
 import io.llmbatch.Wiring;
+import io.llmbatch.jobs.CancelledBatches;
 import io.llmbatch.jobs.JobStore;
+import io.llmbatch.jobs.OpenAiBatches;
 import io.llmbatch.jobs.Jobs;
 import io.llmbatch.jobs.JobsApi;
 import io.llmbatch.jobs.Redrive;
@@ -66,6 +68,16 @@ public class IngestConfiguration implements CamelConfiguration {
     String costPerGpuHour;
     @PropertyInject("llmbatch.cost.currency")
     String costCurrency;
+    @PropertyInject("llmbatch.batches.files-bucket")
+    String batchFilesBucket;
+    @PropertyInject("llmbatch.batches.collection")
+    String batchesCollection;
+    @PropertyInject("llmbatch.batches.results-collection")
+    String batchResultsCollection;
+    @PropertyInject("llmbatch.batches.cancelled-queue")
+    String cancelledBatchesQueue;
+    @PropertyInject("llmbatch.batches.max-file-bytes")
+    long maxBatchFileBytes;
 
     @Override
     public void configure(CamelContext camelContext) throws Exception {
@@ -110,6 +122,10 @@ public class IngestConfiguration implements CamelConfiguration {
                 new Redrive(connectionFactory, publisher, jobs, store, tasksQueue)));
         registry.bind("httpIngest", new HttpIngest(publisher, tasksQueue, new LinkedHashSet<>(Wiring.list(allowedQueues)),
                 renderer, maxBody, maxBytesInFlight, token));
+        // the OpenAI Batch API (/v1/files, /v1/batches): a batch's lines go to the task queue like any job's tasks
+        CancelledBatches cancelledBatches = new CancelledBatches(connectionFactory, cancelledBatchesQueue, 1000);
+        registry.bind("openAiBatches", new OpenAiBatches(mongo == null ? null : mongo.database(), batchFilesBucket, batchesCollection,
+                batchResultsCollection, publisher, tasksQueue, cancelledBatches, defaultModel, maxBatchFileBytes));
         registry.bind("fileIngest", new FileIngest(publisher, tasksQueue, renderer, Charset.forName(charset), maxRecordChars, camelContext));
     }
 }

@@ -50,7 +50,8 @@ public record JobDefinition(String name, String description, PromptTemplate prom
     private static final Set<String> KEYS = Set.of("name", "description", "prompt", "system", "system_file", "model", "params",
             "required_fields", "key_fields", "company_field", "output_field", "collection", "checks", "force");
     /** MongoDB collection names llm-batch keeps for itself. */
-    static final Set<String> RESERVED_COLLECTIONS = Set.of("llmbatch_tasks", "llmbatch_jobs", "fs.files", "fs.chunks");
+    static final Set<String> RESERVED_COLLECTIONS = Set.of("llmbatch_tasks", "llmbatch_jobs", "fs.files", "fs.chunks",
+            "llmbatch_batches", "openai_batch_results"); // the last two: the OpenAI Batch API's (llmbatch.batches.*)
 
     /** Whether {@code name} can be a job's name (and so a file name, a queue-name suffix and part of a URL path). */
     public static boolean validName(String name) {

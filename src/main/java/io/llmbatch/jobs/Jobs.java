@@ -39,6 +39,10 @@ public final class Jobs {
     public static final String COMPANY_FIELD = "x-llmbatch-company-field";
     /** The job's output checks, compact JSON ({@link JobChecks#header}); absent for a job without checks. */
     public static final String CHECKS = "x-llmbatch-checks";
+    /** A line of an OpenAI batch (POST /v1/batches): its batch id, custom_id and line number in the input file. */
+    public static final String BATCH = "x-llmbatch-batch";
+    public static final String CUSTOM_ID = "x-llmbatch-custom-id";
+    public static final String LINE = "x-llmbatch-line";
 
     private static final ObjectMapper CANONICAL = new ObjectMapper().configure(JsonNodeFeature.WRITE_PROPERTIES_SORTED, true);
     private static final char US = '\u001f';

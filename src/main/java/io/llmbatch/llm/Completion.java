@@ -11,7 +11,14 @@ package io.llmbatch.llm;
  * @param completionTokens reported by the server, else null
  * @param attempts         LLM calls made for the task, this one included
  * @param seconds          duration of the call that answered
+ * @param answer           the server's whole answer when it is a chat.completion (OpenAI-compatible servers), else null:
+ *                         what an OpenAI batch line's output carries as its response body
  */
 public record Completion(String text, String finishReason, String servedModel, String backend, Integer promptTokens,
-                         Integer completionTokens, int attempts, double seconds) {
+                         Integer completionTokens, int attempts, double seconds, com.fasterxml.jackson.databind.JsonNode answer) {
+
+    public Completion(String text, String finishReason, String servedModel, String backend, Integer promptTokens,
+                      Integer completionTokens, int attempts, double seconds) {
+        this(text, finishReason, servedModel, backend, promptTokens, completionTokens, attempts, seconds, null);
+    }
 }

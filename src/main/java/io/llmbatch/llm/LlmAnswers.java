@@ -126,7 +126,7 @@ public final class LlmAnswers {
             JsonNode usage = answer.path("usage");
             return new Completion(text.asText(), choice.path("finish_reason").asText(null), answer.path("model").asText(null), b.url(),
                     usage.has("prompt_tokens") ? usage.get("prompt_tokens").asInt() : null,
-                    usage.has("completion_tokens") ? usage.get("completion_tokens").asInt() : null, attempts, seconds);
+                    usage.has("completion_tokens") ? usage.get("completion_tokens").asInt() : null, attempts, seconds, answer);
         }
         JsonNode text = answer.path("response");
         if (!text.isTextual()) {

@@ -56,6 +56,7 @@ public class Worker {
     private final SystemPrompt system;
     private final String defaultJob;
     private volatile double gpusPerSlot = 1;
+    private volatile io.llmbatch.jobs.CancelledBatches cancelledBatches;
     private final java.util.concurrent.atomic.AtomicLong completed = new java.util.concurrent.atomic.AtomicLong();
 
     public Worker(PromptTemplate prompt, SystemPrompt system, ConfirmingPublisher publisher, String resultsQueue,
@@ -168,13 +169,22 @@ public class Worker {
         if (company != null && task.hasNonNull(company)) {
             result.put("company", task.get(company).asText());
         }
-        result.put(rendered ? String.valueOf(jobHeaders.getOrDefault(Jobs.OUTPUT_FIELD, "output")) : "intro", completion.text());
+        boolean batchLine = BatchResults.isBatchLine(jobHeaders);
+        if (batchLine) { // a line of an OpenAI batch: its output line's response, beside the usual fields
+            BatchResults.identify(result, jobHeaders);
+            Object asked = jobHeaders.get(Jobs.MODEL);
+            BatchResults.succeeded(result, completion, asked == null ? null : asked.toString(), BatchResults.requestId(jobHeaders));
+        } else {
+            result.put(rendered ? String.valueOf(jobHeaders.getOrDefault(Jobs.OUTPUT_FIELD, "output")) : "intro", completion.text());
+        }
         OutputChecks.Verdict verdict = exchange.getVariable(OutputChecks.VERDICT, OutputChecks.Verdict.class);
         // the GPU time of every call the task took, repair requests included
         double seconds = verdict != null ? verdict.seconds() : completion.seconds();
         result.put("spends", BigDecimal.valueOf(completion.seconds()).setScale(3, RoundingMode.HALF_UP));
         result.put("gpu_seconds", BigDecimal.valueOf(seconds * gpusPerSlot).setScale(3, RoundingMode.HALF_UP));
-        result.set("task", task);
+        if (!batchLine) {
+            result.set("task", task);
+        }
         result.put("model_name", rendered && jobHeaders.get(Jobs.MODEL) != null ? jobHeaders.get(Jobs.MODEL).toString() : model);
         if (rendered) {
             result.put("job", String.valueOf(jobHeaders.get(Jobs.JOB)));
@@ -249,8 +259,19 @@ public class Worker {
      * Publishes the task as received to the dead-letter queue, with why in its headers; the route then ends
      * normally, so the task is acknowledged and never loops.
      */
-    public void deadLetter(Exchange exchange) {
+    public void deadLetter(Exchange exchange) throws IOException {
         Exception e = exchange.getProperty(Exchange.EXCEPTION_CAUGHT, Exception.class);
+        if (exchange.getMessage().getHeader(Jobs.BATCH) != null) {
+            // a line of an OpenAI batch fails into its batch's error file (the Batch API's contract: a failed request is
+            // reported, not queued again), so it goes to the results as a failed line rather than to a dead-letter queue
+            Map<String, Object> jobHeaders = batchHeaders(exchange);
+            ObjectNode result = lineResult(exchange, jobHeaders);
+            BatchResults.failed(result, BatchResults.requestId(jobHeaders), e instanceof LlmRejectedException
+                    || e instanceof PoisonTaskException, e == null ? "unknown" : String.valueOf(e.getMessage()));
+            publishLine(exchange, jobHeaders, result);
+            LOG.warn("Line {} of batch {} failed: {}", jobHeaders.get(Jobs.CUSTOM_ID), jobHeaders.get(Jobs.BATCH), e == null ? "" : e.getMessage());
+            return;
+        }
         Map<String, Object> headers = new LinkedHashMap<>();
         LlmBalancer.Attempts attempts = exchange.getProperty(LlmBalancer.ATTEMPTS, LlmBalancer.Attempts.class);
         headers.put("x-llmbatch-attempts", e instanceof LlmRejectedException r ? r.attempts() : attempts == null ? 0 : attempts.calls());
@@ -281,6 +302,64 @@ public class Worker {
         }
     }
 
+    /** Where the worker learns which OpenAI batches are cancelled; null: it runs every line. */
+    public Worker cancelledBatches(io.llmbatch.jobs.CancelledBatches cancelled) {
+        this.cancelledBatches = cancelled;
+        return this;
+    }
+
+    /** Whether the task is a line of a cancelled OpenAI batch (not to be run: see {@link #skipCancelled}). */
+    public boolean batchCancelled(Exchange exchange) {
+        @SuppressWarnings("unchecked")
+        Map<String, Object> jobHeaders = exchange.getProperty(TASK_JOB_HEADERS, Map.class);
+        io.llmbatch.jobs.CancelledBatches cancelled = cancelledBatches;
+        return cancelled != null && BatchResults.isBatchLine(jobHeaders) && cancelled.isCancelled(jobHeaders.get(Jobs.BATCH).toString());
+    }
+
+    /** A line of a cancelled batch: not run; its result says so (the batch's error file lists it as batch_cancelled). */
+    public void skipCancelled(Exchange exchange) throws IOException {
+        @SuppressWarnings("unchecked")
+        Map<String, Object> jobHeaders = exchange.getProperty(TASK_JOB_HEADERS, Map.class);
+        ObjectNode result = lineResult(exchange, jobHeaders);
+        BatchResults.cancelled(result);
+        publishLine(exchange, jobHeaders, result);
+    }
+
+    /** The job headers of a batch line from the message (the dead-letter path runs on the original message). */
+    private static Map<String, Object> batchHeaders(Exchange exchange) {
+        Map<String, Object> h = new LinkedHashMap<>();
+        for (String name : JOB_HEADERS) {
+            Object v = exchange.getMessage().getHeader(name);
+            if (v != null) {
+                h.put(name, v.toString());
+            }
+        }
+        return h;
+    }
+
+    private ObjectNode lineResult(Exchange exchange, Map<String, Object> jobHeaders) {
+        ObjectNode result = Tasks.JSON.createObjectNode();
+        BatchResults.identify(result, jobHeaders);
+        result.put("job", String.valueOf(jobHeaders.get(Jobs.JOB)));
+        Object model = jobHeaders.get(Jobs.MODEL);
+        result.put("model_name", model == null ? this.model : model.toString());
+        result.put("request_hash", String.valueOf(jobHeaders.get(Jobs.REQUEST_HASH)));
+        result.put("worker_host", host);
+        result.put("finished_at", OffsetDateTime.now(ZoneOffset.UTC).toString());
+        return result;
+    }
+
+    private void publishLine(Exchange exchange, Map<String, Object> jobHeaders, ObjectNode result) throws IOException {
+        Map<String, Object> headers = new LinkedHashMap<>();
+        headers.put(ConfirmingPublisher.SOURCE_HEADER, "worker:" + host);
+        headers.put(Jobs.PID, jobHeaders.get(Jobs.PID));
+        headers.put(Jobs.COLLECTION, jobHeaders.get(Jobs.COLLECTION));
+        headers.put(Jobs.JOB, jobHeaders.get(Jobs.JOB));
+        String id = exchange.getMessage().getHeader(MESSAGE_ID, String.class);
+        publisher.publishOne(resultsQueue, new OutboundMessage(Tasks.JSON.writeValueAsBytes(result),
+                id != null ? id : "batch-line-" + jobHeaders.get(Jobs.PID), headers, 0));
+    }
+
     private volatile String[] promptVersion = { null, null };
 
     /** The version of this worker's own template and system prompt (as the ingest node computes a job's), cached per text. */
@@ -304,7 +383,8 @@ public class Worker {
 
     /** The job headers a rendered task carries, copied to its result's message and to its dead letter. */
     static final java.util.List<String> JOB_HEADERS = java.util.List.of(Jobs.JOB, Jobs.REQUEST, Jobs.REQUEST_HASH,
-            Jobs.PROMPT_VERSION, Jobs.PID, Jobs.COLLECTION, Jobs.MODEL, Jobs.OUTPUT_FIELD, Jobs.COMPANY_FIELD, Jobs.CHECKS);
+            Jobs.PROMPT_VERSION, Jobs.PID, Jobs.COLLECTION, Jobs.MODEL, Jobs.OUTPUT_FIELD, Jobs.COMPANY_FIELD, Jobs.CHECKS,
+            Jobs.BATCH, Jobs.CUSTOM_ID, Jobs.LINE);
 
     /** The seed's job (and tasks in its form) dead-letter to llmbatch.queue.tasks-dlq, any other job to its own. */
     public String deadLetterQueueOf(String job) {

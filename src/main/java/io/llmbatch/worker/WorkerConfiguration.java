@@ -95,6 +95,10 @@ public class WorkerConfiguration implements CamelConfiguration {
     long embeddedLlmLatency;
     @PropertyInject(value = "llmbatch.cost.per-gpu-hour", defaultValue = "")
     String costPerGpuHour;
+    @PropertyInject("llmbatch.batches.cancelled-queue")
+    String cancelledBatchesQueue;
+    @PropertyInject("llmbatch.batches.cancel-refresh")
+    long cancelRefresh;
 
     @Override
     public void configure(CamelContext camelContext) throws Exception {
@@ -147,6 +151,10 @@ public class WorkerConfiguration implements CamelConfiguration {
         registry.bind("worker", worker);
         // the leaves of the worker route's check-and-repair loop: a task's output checks travel with it (x-llmbatch-checks)
         registry.bind("outputChecks", new OutputChecks());
+        // lines of OpenAI batches cancelled since they were queued are skipped (the list comes through the broker)
+        worker.cancelledBatches(new io.llmbatch.jobs.CancelledBatches(
+                registry.lookupByNameAndType(BrokerConfiguration.CONNECTION_FACTORY, org.springframework.amqp.rabbit.connection.ConnectionFactory.class),
+                cancelledBatchesQueue, cancelRefresh));
         int gpuCount = gpus.isBlank() ? Gpu.count(gpu) : Integer.parseInt(gpus.trim());
         worker.gpusPerSlot((double) gpuCount / backends.totalSlots());
         String concurrency = camelContext.resolvePropertyPlaceholders("{{llmbatch.worker.concurrency}}");
