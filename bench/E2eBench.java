@@ -95,14 +95,14 @@ public class E2eBench {
                 // bench/skip.sh: the same POST once every result is stored: every task skipped, no LLM call
                 long calls = sims.stream().mapToLong(LlmSimulator::posts).sum();
                 long t1 = System.nanoTime();
-                HttpResponse<String> again = http.send(HttpRequest.newBuilder(URI.create("http://127.0.0.1:18780/send_workq_message/"))
+                HttpResponse<String> second = http.send(HttpRequest.newBuilder(URI.create("http://127.0.0.1:18780/send_workq_message/"))
                         .header("Content-Type", "application/json").POST(HttpRequest.BodyPublishers.ofByteArray(payload)).build(),
                         HttpResponse.BodyHandlers.ofString());
                 double againSecs = (System.nanoTime() - t1) / 1e9;
                 Thread.sleep(2000);
                 long callsAfter = sims.stream().mapToLong(LlmSimulator::posts).sum();
                 System.out.printf("| %d | %d | %.2f s | %.2f s | %s | %d |%n", n, count, postSecs, againSecs,
-                        again.body().replace("|", "/"), callsAfter - calls);
+                        second.body().replace("|", "/"), callsAfter - calls);
                 return;
             }
             System.out.printf("| %d | %d | %.2f s | %.2f s | %.0f tasks/s |%n", n, count, postSecs, secs, count / secs);
