@@ -114,8 +114,9 @@ class CamelRunIT {
                 assertThat(ps.lines()).as(ps.toString()).anyMatch(l -> l.trim().startsWith(pid + " ") && l.contains("Running"));
                 Cli routes = cli(Duration.ofSeconds(60), "get", "route", pid);
                 List<String> mine = routes.lines().stream().filter(l -> l.trim().startsWith(pid + " ")).toList();
-                // worker-tasks, llm-gateway, llm-backend-1 (its one LLM server), llm-request-chatglm, llm-request-openai
-                assertThat(mine).as("only the worker role's routes: " + routes).hasSize(5);
+                // worker-tasks, worker-check-output, llm-gateway, llm-backend-1 (its one LLM server), llm-request-chatglm,
+                // llm-request-openai
+                assertThat(mine).as("only the worker role's routes: " + routes).hasSize(6);
                 assertThat(total(routes, "worker-tasks")).as(routes.toString()).isEqualTo(N);
                 assertThat(total(routes, "llm-gateway")).as(routes.toString()).isEqualTo(N);
                 assertThat(total(routes, "llm-backend-1")).as(routes.toString()).isEqualTo(N);
@@ -129,7 +130,7 @@ class CamelRunIT {
                 assertThat(worker.waitFor(45, TimeUnit.SECONDS)).as("worker stopped by `camel stop` (log: " + log + ")").isTrue();
                 System.out.printf("CamelRunIT: worker up in %d ms, %d tasks processed in %d ms, stopped in %d ms, whole test %d ms%n",
                         up, N, processed, ms(stopping), ms(t0));
-                assertThat(Files.readString(log)).contains("Routes startup (total:5 templates:1)").contains("Started worker-tasks")
+                assertThat(Files.readString(log)).contains("Routes startup (total:6 templates:1)").contains("Started worker-tasks")
                         .contains("Started llm-gateway").contains("Started llm-backend-1");
             } finally {
                 if (worker.isAlive()) {
