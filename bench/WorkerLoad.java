@@ -50,7 +50,7 @@ public class WorkerLoad {
                 Thread.sleep(10);
             }
             double secs = (done - start) / 1e9;
-            System.out.printf("tasks=%d results=%d dead=%d seconds=%.2f rate=%.1f%n", n, got, dead, secs, got / secs);
+            System.out.printf("tasks=%d results=%d dead=%d seconds=%.2f rate=%.3f%n", n, got, dead, secs, got / secs);
         }
     }
 }
