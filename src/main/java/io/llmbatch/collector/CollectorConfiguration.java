@@ -75,7 +75,6 @@ public class CollectorConfiguration implements CamelConfiguration {
         });
         Wiring.stopWith(camelContext, indexWork::shutdownNow);
         AtomicReference<Runnable> checkIndexes = new AtomicReference<>(() -> { });
-        connection.onWritable(() -> indexWork.execute(checkIndexes.get()));
         MongoClient mongo = connection.client();
         MongoCollection<Document> results = mongo.getDatabase(database).getCollection(collection)
                 .withWriteConcern(writeConcern.writeConcern());
@@ -108,6 +107,8 @@ public class CollectorConfiguration implements CamelConfiguration {
                 }
             });
         });
+        // registered once the check is complete: when MongoDB is writable already it runs at once
+        connection.onWritable(() -> indexWork.execute(checkIndexes.get()));
         MongoDatabase db = mongo.getDatabase(database);
         java.util.function.Function<String, Collector.Target> targets = name -> others.computeIfAbsent(name, n -> {
             MongoCollection<Document> c = db.getCollection(n).withWriteConcern(writeConcern.writeConcern());

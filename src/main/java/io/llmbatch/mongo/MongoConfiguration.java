@@ -53,9 +53,9 @@ public class MongoConfiguration implements CamelConfiguration {
         private final String uri;
         private final MongoDatabase database;
         private final WriteConcerns.Chosen writeConcern;
-        private final List<Runnable> onWritable;
+        private final Writable onWritable;
 
-        Mongo(MongoClient client, String uri, MongoDatabase database, WriteConcerns.Chosen writeConcern, List<Runnable> onWritable) {
+        Mongo(MongoClient client, String uri, MongoDatabase database, WriteConcerns.Chosen writeConcern, Writable onWritable) {
             this.client = client;
             this.uri = uri;
             this.database = database;
@@ -81,9 +81,40 @@ public class MongoConfiguration implements CamelConfiguration {
             return writeConcern;
         }
 
-        /** Runs {@code task} (on the driver's monitor thread: hand long work to another) each time MongoDB becomes writable. */
+        /**
+         * Runs {@code task} each time MongoDB becomes writable, and at once when it is writable already (on the caller's or
+         * the driver's monitor thread: hand long work to another).
+         */
         public void onWritable(Runnable task) {
             onWritable.add(task);
+        }
+    }
+
+    /**
+     * Who to tell when MongoDB becomes writable. The client starts connecting when it is made, so it is often writable
+     * before a role registers its task: a task registered then runs at once (the collector's index check at start was
+     * otherwise never made: no unique pid index, every upsert a collection scan). A task may so run twice; it must not
+     * mind.
+     */
+    static final class Writable implements ClusterListener {
+        private final List<Runnable> tasks = new CopyOnWriteArrayList<>();
+        private volatile boolean writable;
+
+        @Override
+        public void clusterDescriptionChanged(ClusterDescriptionChangedEvent event) {
+            boolean now = event.getNewDescription().hasWritableServer();
+            boolean before = writable;
+            writable = now;
+            if (now && !before) {
+                tasks.forEach(Runnable::run);
+            }
+        }
+
+        void add(Runnable task) {
+            tasks.add(task);
+            if (writable) {
+                task.run();
+            }
         }
     }
 
@@ -117,15 +148,8 @@ public class MongoConfiguration implements CamelConfiguration {
         }
         ConnectionString connection = new ConnectionString(uri);
         WriteConcerns.Chosen writeConcern = WriteConcerns.choose(writeConcernSetting, connection);
-        List<Runnable> onWritable = new CopyOnWriteArrayList<>();
-        MongoClient client = MongoClients.create(settings(uri, new ClusterListener() {
-            @Override
-            public void clusterDescriptionChanged(ClusterDescriptionChangedEvent event) {
-                if (event.getNewDescription().hasWritableServer() && !event.getPreviousDescription().hasWritableServer()) {
-                    onWritable.forEach(Runnable::run);
-                }
-            }
-        }));
+        Writable onWritable = new Writable();
+        MongoClient client = MongoClients.create(settings(uri, onWritable));
         Wiring.stopWith(camelContext, client::close);
         Registry registry = camelContext.getRegistry();
         registry.bind("mongoClient", client);
