@@ -39,6 +39,12 @@ import io.llmbatch.rabbit.PublishException;
 public class HttpIngest {
 
     private static final Logger LOG = LoggerFactory.getLogger(HttpIngest.class);
+    /** writes jobs' ledgers while their tasks are published (a thread per request in flight, gone when idle) */
+    private static final java.util.concurrent.ExecutorService LEDGER_WRITERS = java.util.concurrent.Executors.newCachedThreadPool(r -> {
+        Thread t = new Thread(r, "llmbatch-ledger");
+        t.setDaemon(true);
+        return t;
+    });
     /** How many individual problems an error answer lists. */
     private static final int MAX_DETAILS = 10;
 
@@ -80,8 +86,12 @@ public class HttpIngest {
                         boolean force) {
     }
 
-    /** What a request published: confirmed messages, and tasks left out because their result is stored already. */
-    public record Published(String queue, long published, long skipped) {
+    /**
+     * What a request published: confirmed messages, and tasks left out because their result is stored already.
+     *
+     * @param warning null, or why the job's ledger could not be written (the tasks were published)
+     */
+    public record Published(String queue, long published, long skipped, String warning) {
     }
 
     /** Refuses the request (401) when an ingest token is configured and the caller did not present it. */
@@ -347,11 +357,15 @@ public class HttpIngest {
      * how many messages before it were stored.
      */
     public Published publish(Batch batch) {
-        List<TaskRenderer.Prepared> admitted = renderer.admit(batch.tasks(), batch.force());
+        TaskRenderer.Admitted admitted = renderer.decide(batch.tasks(), batch.force());
+        // the job's ledger is written while the tasks are published (each costs about as much), and waited for
+        java.util.concurrent.Future<?> ledger = admitted.admissions().isEmpty() ? null
+                : LEDGER_WRITERS.submit(() -> renderer.enter(admitted));
+        ConfirmingPublisher.Confirmed confirmed;
         try {
-            ConfirmingPublisher.Confirmed confirmed = publisher.publish(batch.queue(), admitted.stream().map(TaskRenderer.Prepared::message).iterator(), null);
-            return new Published(confirmed.queue(), confirmed.count(), batch.tasks().size() - admitted.size());
+            confirmed = publisher.publish(batch.queue(), admitted.publish().stream().map(TaskRenderer.Prepared::message).iterator(), null);
         } catch (MessageRefusedException e) {
+            ledgerProblem(ledger);
             io.llmbatch.ops.Meters.ingested("http", e.confirmed());
             throw new IngestException(400, "the broker refused " + batch.where().apply(e.message().position()) + "; " + e.confirmed()
                                            + " message(s) of this request were confirmed before it"
@@ -360,6 +374,31 @@ public class HttpIngest {
                                            + " (sending the request again after fixing it is safe: duplicates carry the same "
                                            + "message_id and key the same document)",
                     List.of(batch.where().apply(e.message().position()) + ": " + e.getMessage()), e.confirmed(), e.unconfirmed());
+        } catch (RuntimeException e) {
+            ledgerProblem(ledger);
+            throw e;
+        }
+        String problem = ledgerProblem(ledger);
+        String warning = problem == null ? null
+                : "every task was published, but the job's ledger could not be written (" + problem + "): the job's "
+                  + "submitted and skipped counts miss these tasks until they are submitted again";
+        return new Published(confirmed.queue(), confirmed.count(), batch.tasks().size() - admitted.publish().size(), warning);
+    }
+
+    /** Waits for the ledger's write; null when it was written (or there was none), else why not. */
+    private static String ledgerProblem(java.util.concurrent.Future<?> ledger) {
+        if (ledger == null) {
+            return null;
+        }
+        try {
+            ledger.get();
+            return null;
+        } catch (java.util.concurrent.ExecutionException e) {
+            LOG.error("The job's ledger could not be written (the tasks' counts miss them): {}", e.getCause().toString());
+            return e.getCause().getMessage();
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            return "interrupted";
         }
     }
 
@@ -375,6 +414,9 @@ public class HttpIngest {
         answer.put("queue", published.queue());
         answer.put("published", published.published());
         answer.put("skipped", published.skipped());
+        if (published.warning() != null) {
+            answer.put("warning", published.warning());
+        }
         return respond(exchange, 200, answer);
     }
 
@@ -399,7 +441,7 @@ public class HttpIngest {
             }
         } else if (e instanceof com.mongodb.MongoException me) {
             status = 503;
-            answer.put("error", "MongoDB unavailable (the job's ledger is written before its tasks are published), nothing "
+            answer.put("error", "MongoDB unavailable (the job's results are looked up before its tasks are published), nothing "
                                 + "was published: " + me.getMessage());
             answer.put("published", 0);
             LOG.warn("Ingest refused, MongoDB unavailable: {}", me.getMessage());

@@ -1,9 +1,13 @@
 package io.llmbatch.jobs;
 
 import java.util.ArrayList;
+import java.util.Collections;
+import java.util.Comparator;
+import java.util.IdentityHashMap;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.Set;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
@@ -82,13 +86,27 @@ public final class TaskRenderer {
         return refusal != null ? new Prepared(null, null, refusal) : new Prepared(m, rendered, null);
     }
 
+    /** The prepared tasks to publish, in the order they came, and the ledger entries of all (see {@link #enter}). */
+    public record Admitted(List<Prepared> publish, List<JobStore.Admission> admissions) {
+    }
+
     /**
      * The prepared tasks that must be published: a task of a job whose result is stored from the same request is left
      * out unless {@code force} (or the job's {@code force: true}); every rendered task enters its job's ledger first.
      */
     public List<Prepared> admit(List<Prepared> tasks, boolean force) {
+        Admitted admitted = decide(tasks, force);
+        enter(admitted);
+        return admitted.publish();
+    }
+
+    /**
+     * As {@link #admit} but reading only: the caller enters the ledger with {@link #enter}, while it publishes (HTTP
+     * ingest: the ledger's write then costs no time of its own).
+     */
+    public Admitted decide(List<Prepared> tasks, boolean force) {
         if (store == null) {
-            return tasks;
+            return new Admitted(tasks, List.of());
         }
         Map<String, List<Prepared>> byJob = new LinkedHashMap<>();
         List<Prepared> publish = new ArrayList<>(tasks.size());
@@ -99,12 +117,13 @@ public final class TaskRenderer {
                 byJob.computeIfAbsent(p.rendered().job().name(), k -> new ArrayList<>()).add(p);
             }
         }
+        List<JobStore.Admission> admissions = new ArrayList<>(byJob.size());
         for (List<Prepared> ofJob : byJob.values()) {
             JobDefinition job = ofJob.get(0).rendered().job();
-            List<Jobs.Rendered> admitted = store.admit(job, ofJob.stream().map(Prepared::rendered).toList(),
-                    force || job.force());
-            java.util.Set<Jobs.Rendered> keep = java.util.Collections.newSetFromMap(new java.util.IdentityHashMap<>());
-            keep.addAll(admitted);
+            JobStore.Admission admission = store.decide(job, ofJob.stream().map(Prepared::rendered).toList(), force || job.force());
+            admissions.add(admission);
+            Set<Jobs.Rendered> keep = Collections.newSetFromMap(new IdentityHashMap<>());
+            keep.addAll(admission.publish());
             for (Prepared p : ofJob) {
                 if (keep.contains(p.rendered())) {
                     publish.add(p);
@@ -112,8 +131,15 @@ public final class TaskRenderer {
             }
         }
         if (publish.size() > 1 && !byJob.isEmpty()) {
-            publish.sort(java.util.Comparator.comparingLong(p -> p.message().position())); // the order they came in
+            publish.sort(Comparator.comparingLong(p -> p.message().position())); // the order they came in
         }
-        return publish;
+        return new Admitted(publish, admissions);
+    }
+
+    /** Enters the decided tasks in their jobs' ledgers. */
+    public void enter(Admitted admitted) {
+        for (JobStore.Admission a : admitted.admissions()) {
+            store.enter(a);
+        }
     }
 }

@@ -324,6 +324,24 @@ class JobsTest {
     }
 
     @Test
+    void a_ledger_that_cannot_be_written_while_the_tasks_are_published_costs_a_warning_not_the_tasks() throws Exception {
+        // the ledger's write fails for real, after the skip lookup read fine: a unique index MongoDB enforces on the
+        // prompt version, which every task of a job shares (the second upsert is a duplicate key, E11000)
+        MongoCollection<Document> ledger = db.getCollection(JobStore.LEDGER);
+        String index = ledger.createIndex(new Document("prompt_version", 1), new com.mongodb.client.model.IndexOptions().unique(true));
+        try {
+            Http.Answer answer = post("/api/jobs/product_category/tasks", products(300, 303), "Content-Type", "application/x-ndjson");
+            assertThat(answer.status()).as(answer.json().toString()).isEqualTo(200);
+            assertThat(answer.json().get("published").asLong()).isEqualTo(3);
+            assertThat(answer.json().get("warning").asText()).startsWith("every task was published, but the job's ledger could not be written")
+                    .contains("E11000");
+            await().atMost(Duration.ofSeconds(20)).until(() -> db.getCollection("product_category").countDocuments() == 3);
+        } finally {
+            ledger.dropIndex(index);
+        }
+    }
+
+    @Test
     void inbox_directory_names_the_job_its_rejects_and_failures_go_under_the_jobs_name() throws Exception {
         Path inbox = BASE.resolve("inbox");
         Files.createDirectories(inbox.resolve("product_category"));
