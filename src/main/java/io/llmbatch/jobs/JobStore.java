@@ -74,8 +74,8 @@ public final class JobStore {
     }
 
     /**
-     * Decides which tasks of one job to publish, reading only: without {@code force}, a task whose result is stored from
-     * the same request is left out (and entered as skipped).
+     * Decides which tasks of one job to publish, writing nothing but the ledger's index (once per process): without
+     * {@code force}, a task whose result is stored from the same request is left out (and entered as skipped).
      */
     public Admission decide(JobDefinition job, List<Jobs.Rendered> tasks, boolean force) {
         if (tasks.isEmpty()) {

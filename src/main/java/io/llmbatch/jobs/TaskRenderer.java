@@ -101,8 +101,8 @@ public final class TaskRenderer {
     }
 
     /**
-     * As {@link #admit} but reading only: the caller enters the ledger with {@link #enter}, while it publishes (HTTP
-     * ingest: the ledger's write then costs no time of its own).
+     * As {@link #admit} but without writing the ledger: the caller enters it with {@link #enter}, while it publishes
+     * (HTTP ingest).
      */
     public Admitted decide(List<Prepared> tasks, boolean force) {
         if (store == null) {
