@@ -266,8 +266,8 @@ public class Collector {
             writeProblem = null;
         }
         if (dropped > 0) {
-            LOG.info("{} result(s) left their batch unwritten: their channel closed while MongoDB failed, the broker redelivers them",
-                    dropped);
+            LOG.info("{} result(s) left their batch unwritten: their channel closed before they were stored (the connection to "
+                     + "the broker was lost), the broker redelivers them", dropped);
         }
         int acknowledged = 0;
         for (List<Pending> deliveries : byPid.values()) {

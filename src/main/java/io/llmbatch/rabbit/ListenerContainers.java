@@ -50,6 +50,8 @@ public final class ListenerContainers extends DefaultListenerContainerFactory im
     public AbstractMessageListenerContainer createListenerContainer(SpringRabbitMQEndpoint endpoint) {
         AbstractMessageListenerContainer container = super.createListenerContainer(endpoint);
         container.setRecoveryInterval(consumerRestartInterval);
+        // the direct container restarts lost consumers only this long after its previous restart attempt (Spring: 5 s)
+        container.setFailedDeclarationRetryInterval(consumerRestartInterval);
         if (container instanceof DirectMessageListenerContainer direct) {
             direct.setTaskScheduler(monitor);
             direct.setMonitorInterval(consumerRestartInterval);

@@ -300,7 +300,7 @@ class ClusterSuiteIT {
             assertThat(duplicates).as(name + ": duplicates").isZero();
             assertThat(stored).as(name + ": documents").isEqualTo(N);
             assertThat(dead).as(name + ": dead letters").isZero();
-            assertThat(worst).as(name + ": every role back on a surviving node within " + LIMIT_S + " s")
+            assertThat(worst).as(name + ": every role back on a surviving node within " + LIMIT_S + " s (" + String.join("; ", recovery) + ")")
                     .allSatisfy(s -> assertThat(s).isLessThanOrEqualTo(LIMIT_S));
         }
 
@@ -321,6 +321,7 @@ class ClusterSuiteIT {
             int deadPort = cluster.amqpPort(node);
             Map<String, Double> back = new LinkedHashMap<>();
             List<String> affected = new ArrayList<>();
+            Map<String, String> lastSeen = new LinkedHashMap<>(); // of a role not back yet: what it lacked
             before.sockets().forEach((id, list) -> {
                 if (list.stream().anyMatch(s -> s.remotePort() == deadPort)) {
                     affected.add(id);
@@ -335,13 +336,22 @@ class ClusterSuiteIT {
                     }
                     List<Probe.Socket> mine = now.getOrDefault(roles.get(id).pid(), List.of());
                     boolean connected = mine.size() >= before.sockets().get(id).size() && mine.stream().noneMatch(x -> x.remotePort() == deadPort);
-                    boolean serving = switch (id) {
-                        case "collector" -> amqp.consumers(results) >= before.resultConsumers();
-                        case "ingest" -> ready(INGEST_MANAGEMENT);
-                        default -> amqp.consumers(tasks) >= before.taskConsumers();
+                    int consumers = switch (id) {
+                        case "collector" -> amqp.consumers(results);
+                        case "ingest" -> ready(INGEST_MANAGEMENT) ? 1 : 0;
+                        default -> amqp.consumers(tasks);
                     };
-                    if (connected && serving) {
+                    int wanted = switch (id) {
+                        case "collector" -> before.resultConsumers();
+                        case "ingest" -> 1;
+                        default -> before.taskConsumers();
+                    };
+                    if (connected && consumers >= wanted) {
                         back.put(id, s);
+                    } else {
+                        lastSeen.put(id, String.format("%d of %d connections, %d to the dead node; %s %d of %d", mine.size(),
+                                before.sockets().get(id).size(), mine.stream().filter(x -> x.remotePort() == deadPort).count(),
+                                id.equals("ingest") ? "ready" : "consumers", consumers, wanted));
                     }
                 }
                 if (!back.containsKey("results stored") && docs.estimatedDocumentCount() > before.stored()) {
@@ -355,7 +365,7 @@ class ClusterSuiteIT {
             List<String> parts = new ArrayList<>();
             for (String id : affected) {
                 Double s = back.get(id);
-                parts.add(s == null ? id + " NOT BACK within 60 s" : String.format("%s %.1f s", id, s));
+                parts.add(s == null ? id + " NOT BACK within 60 s (last seen: " + lastSeen.get(id) + ")" : String.format("%s %.1f s", id, s));
                 worst.add(s == null ? Double.MAX_VALUE : s);
             }
             List<String> untouched = roles.keySet().stream().filter(id -> !affected.contains(id)).toList();
