@@ -83,6 +83,7 @@ public final class LlmBackends implements RouteTemplateParameterSource, ModelLif
     private final Settings settings;
     private final List<Runnable> listeners = new java.util.concurrent.CopyOnWriteArrayList<>();
     private final Object monitor = new Object();
+    private long changes; // guarded by monitor
     private ScheduledExecutorService prober;
     private final ExecutorService reloader = Executors.newSingleThreadExecutor(daemon("llm-backend-reload"));
     private volatile ProducerTemplate producer;
@@ -165,15 +166,29 @@ public final class LlmBackends implements RouteTemplateParameterSource, ModelLif
 
     void changed() {
         synchronized (monitor) {
+            changes++;
             monitor.notifyAll();
         }
         listeners.forEach(Runnable::run);
     }
 
-    /** Waits until something changed (a slot freed, a breaker moved) or {@code millis} passed. */
-    void awaitChange(long millis) throws InterruptedException {
+    /** How many changes there were so far: taken before looking at the backends, handed to {@link #awaitChange}. */
+    long changes() {
         synchronized (monitor) {
-            monitor.wait(Math.max(1, millis));
+            return changes;
+        }
+    }
+
+    /**
+     * Waits until something changed (a slot freed, a breaker moved) since {@code seen} was taken, or {@code millis}
+     * passed. A change between looking at the backends and this call returns at once: without the count, a slot freed
+     * in that instant went unnoticed until the next change or the timeout, the slot idle meanwhile.
+     */
+    void awaitChange(long seen, long millis) throws InterruptedException {
+        synchronized (monitor) {
+            if (changes == seen) {
+                monitor.wait(Math.max(1, millis));
+            }
         }
     }
 

@@ -182,6 +182,7 @@ public final class LlmBalancer extends LoadBalancerSupport {
             if (!camelContext.getStatus().isStarted() || camelContext.isStopping()) {
                 throw new BackendsUnavailableException("stopping: the task goes back to the queue");
             }
+            long seen = backends.changes(); // before looking: a slot freed after this wakes the wait below at once
             long now = System.currentTimeMillis();
             List<Backend> usable = backends.all().stream().filter(b -> b.usable(now)).toList();
             long wait;
@@ -226,7 +227,7 @@ public final class LlmBalancer extends LoadBalancerSupport {
                 }
             }
             try {
-                backends.awaitChange(wait);
+                backends.awaitChange(seen, wait);
             } catch (InterruptedException e) {
                 Thread.currentThread().interrupt();
                 throw new BackendsUnavailableException("interrupted while waiting for an LLM backend");
