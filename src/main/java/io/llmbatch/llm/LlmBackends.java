@@ -83,7 +83,7 @@ public final class LlmBackends implements RouteTemplateParameterSource, ModelLif
     private final Settings settings;
     private final List<Runnable> listeners = new java.util.concurrent.CopyOnWriteArrayList<>();
     private final Object monitor = new Object();
-    private long changes; // guarded by monitor
+    private volatile long changes; // written under monitor; read without it by changes()
     private ScheduledExecutorService prober;
     private final ExecutorService reloader = Executors.newSingleThreadExecutor(daemon("llm-backend-reload"));
     private volatile ProducerTemplate producer;
@@ -174,9 +174,7 @@ public final class LlmBackends implements RouteTemplateParameterSource, ModelLif
 
     /** How many changes there were so far: taken before looking at the backends, handed to {@link #awaitChange}. */
     long changes() {
-        synchronized (monitor) {
-            return changes;
-        }
+        return changes;
     }
 
     /**
