@@ -6,7 +6,7 @@
 #  (d) 3 backends x 4 slots x 0 ms -> the worker's own overhead, tasks/s
 # Needs RabbitMQ on 127.0.0.1:5672, java, mvn. usage: [WARMUP=200] bench/worker.sh [tasks=2400] [scenarios=abcd]
 # APP_DIR=dir runs the worker of another checkout (its target/llm-batch.jar, routes/ and application.properties), so
-# two versions can be measured side by side (bench/worker-compare.sh).
+# two versions can be measured side by side (bench/worker-compare.sh). WORKER_JAVA_OPTS: more JVM options for the worker.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-2400}
@@ -28,7 +28,7 @@ sim() { # port latency slots
   PIDS+=($!); echo $!
 }
 worker() { # balance (sets WORKER_PID; call it directly, not in $(...), so the cleanup knows the process)
-  (cd "$APP_DIR" && exec java -Xmx512m -jar target/llm-batch.jar -Dllmbatch.rabbitmq.url=amqp://guest:guest@127.0.0.1:5672/ -Dllmbatch.roles=worker -Dllmbatch.queue.tasks=$QT -Dllmbatch.queue.results=$QR \
+  (cd "$APP_DIR" && exec java -Xmx512m -XX:-UseDynamicNumberOfCompilerThreads ${WORKER_JAVA_OPTS:-} -jar target/llm-batch.jar -Dllmbatch.rabbitmq.url=amqp://guest:guest@127.0.0.1:5672/ -Dllmbatch.roles=worker -Dllmbatch.queue.tasks=$QT -Dllmbatch.queue.results=$QR \
     -Dllmbatch.queue.tasks-dlq=$QD -Dllmbatch.llm.balance="$1" -Dllmbatch.llm.cooldown=5000 \
     -Dllmbatch.llm.endpoints="http://127.0.0.1:18701;slots=4,http://127.0.0.1:18702;slots=4,http://127.0.0.1:18703;slots=4" \
     -Dcamel.main.routesReloadEnabled=false -Dcamel.management.port=0 > "$WORK/worker-$1.log" 2>&1) &
@@ -36,6 +36,13 @@ worker() { # balance (sets WORKER_PID; call it directly, not in $(...), so the c
 }
 load() { java -cp $JAR bench/WorkerLoad.java "$N" $QT $QR $QD 300; }
 cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; } # the process's user + system CPU, in clock ticks
+jit() { # the CPU of the process's JIT compiler threads, in clock ticks (a fixed set: -XX:-UseDynamicNumberOfCompilerThreads)
+  local t sum=0
+  for t in /proc/$1/task/*/stat; do
+    if grep -q '(C[12] CompilerThre)' "$t" 2>/dev/null; then sum=$((sum + $(sed 's/.*) //' "$t" | awk '{print $12 + $13}'))); fi
+  done
+  echo $sum
+}
 stop_all() { cleanup; PIDS=(); sleep 1; }
 warmup() { java -cp $JAR bench/WorkerLoad.java "${WARMUP:-200}" $QT $QR $QD 120 > /dev/null; }
 
@@ -73,8 +80,10 @@ fi
 # (d): also the worker's own CPU time per task (from /proc, so other processes on the machine do not count)
 if [[ $SCENARIOS == *d* ]]; then
 sim 18701 0 4 >/dev/null; sim 18702 0 4 >/dev/null; sim 18703 0 4 >/dev/null; worker least-busy; wpid=$WORKER_PID; sleep 6; warmup
-before=$(cpu "$wpid"); line=$(load); after=$(cpu "$wpid")
+before=$(cpu "$wpid"); jit_before=$(jit "$wpid"); line=$(load); after=$(cpu "$wpid"); jit_after=$(jit "$wpid")
 row "(d) 3x4 slots, 0 ms (worker overhead)" - "$line"
 echo "cpu_ms_per_task=$(echo "($after - $before) * 1000 / $(getconf CLK_TCK) / $N" | bc -l | xargs printf '%.3f')"
+# the same without the JIT compiler's threads, which still compile after the warm-up and vary most from run to run
+echo "cpu_ms_per_task_without_jit=$(echo "($after - $before - $jit_after + $jit_before) * 1000 / $(getconf CLK_TCK) / $N" | bc -l | xargs printf '%.3f')"
 stop_all
 fi
