@@ -22,8 +22,13 @@ import io.llmbatch.ops.Meters;
  */
 public class OutputChecks {
 
-    /** The exchange variable holding the last {@link Verdict}. */
-    public static final String VERDICT = "outputCheck";
+    /**
+     * The exchange variable the routes decide on: {@code passed}, {@code repair} or {@code failed} (a plain string, so
+     * the route's simple conditions compare it without calling a bean, which costs Camel a copy of the exchange).
+     */
+    public static final String STATE = "outputCheck";
+    /** The exchange variable holding the last {@link Verdict}, the details ({@code ${variable.outputCheckVerdict.reason}}). */
+    public static final String VERDICT = "outputCheckVerdict";
     /**
      * The longest answer kept in a dead letter's {@code x-llmbatch-last-answer} header, in characters (at most 24 KB of
      * UTF-8): every header travels in one frame (128 KiB by default, with the rendered request beside it).
@@ -106,8 +111,14 @@ public class OutputChecks {
         }
     }
 
-    /** Judges the completion in the body against the task's checks. */
-    public Verdict check(Completion completion, Exchange exchange) {
+    /** Judges the completion in the body against the task's checks: the verdict in the variables {@link #STATE} and {@link #VERDICT}. */
+    public void check(Completion completion, Exchange exchange) {
+        Verdict v = judge(completion, exchange);
+        exchange.setVariable(VERDICT, v);
+        exchange.setVariable(STATE, v.isPassed() ? "passed" : v.isRepair() ? "repair" : "failed");
+    }
+
+    private Verdict judge(Completion completion, Exchange exchange) {
         Verdict before = exchange.getVariable(VERDICT, Verdict.class);
         int repairs = before == null ? 0 : before.repairs;
         double seconds = (before == null ? 0 : before.seconds) + completion.seconds();
