@@ -134,17 +134,30 @@ public record JobDefinition(String name, String description, PromptTemplate prom
      * digits of their SHA-256). Stored with each result; a changed prompt makes new versions, not new documents.
      */
     public String promptVersion() {
-        String system = this.system.text();
-        return sha256(prompt.text() + "\u0000" + (system == null ? "" : system)).substring(0, 12);
+        return prompt.version(system.text());
     }
+
+    private static final ThreadLocal<MessageDigest> SHA256 = digest("SHA-256");
 
     /** Lower-case hex SHA-256 of the UTF-8 bytes. */
     public static String sha256(String text) {
-        try {
-            return HexFormat.of().formatHex(MessageDigest.getInstance("SHA-256").digest(text.getBytes(StandardCharsets.UTF_8)));
-        } catch (NoSuchAlgorithmException e) {
-            throw new IllegalStateException(e);
-        }
+        return hex(SHA256, text);
+    }
+
+    /** One digest per thread: hashed for every task an ingest takes, and {@code getInstance} looks the provider up each time. */
+    static ThreadLocal<MessageDigest> digest(String algorithm) {
+        return ThreadLocal.withInitial(() -> {
+            try {
+                return MessageDigest.getInstance(algorithm);
+            } catch (NoSuchAlgorithmException e) {
+                throw new IllegalStateException(e);
+            }
+        });
+    }
+
+    /** Lower-case hex digest of the UTF-8 bytes ({@code digest} resets the digest for the next use). */
+    static String hex(ThreadLocal<MessageDigest> digest, String text) {
+        return HexFormat.of().formatHex(digest.get().digest(text.getBytes(StandardCharsets.UTF_8)));
     }
 
     private static Path resolve(Path base, String file) {

@@ -1,14 +1,11 @@
 package io.llmbatch.jobs;
 
 import java.io.IOException;
-import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.attribute.FileTime;
 import java.security.MessageDigest;
-import java.security.NoSuchAlgorithmException;
 import java.util.ArrayList;
-import java.util.HexFormat;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.ConcurrentHashMap;
@@ -46,6 +43,7 @@ public final class Jobs {
 
     private static final ObjectMapper CANONICAL = new ObjectMapper().configure(JsonNodeFeature.WRITE_PROPERTIES_SORTED, true);
     private static final char US = '\u001f';
+    private static final ThreadLocal<MessageDigest> MD5 = JobDefinition.digest("MD5");
 
     /** A task turned into what its worker needs. */
     public record Rendered(JobDefinition job, ObjectNode request, String requestHash, String promptVersion, String pid,
@@ -225,10 +223,6 @@ public final class Jobs {
 
     /** Lower-case hex MD5 of the UTF-8 bytes. */
     public static String md5(String text) {
-        try {
-            return HexFormat.of().formatHex(MessageDigest.getInstance("MD5").digest(text.getBytes(StandardCharsets.UTF_8)));
-        } catch (NoSuchAlgorithmException e) {
-            throw new IllegalStateException(e);
-        }
+        return JobDefinition.hex(MD5, text);
     }
 }

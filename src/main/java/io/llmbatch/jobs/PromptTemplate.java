@@ -27,6 +27,11 @@ public class PromptTemplate {
     private final String setting;
     private volatile Loaded loaded;
     private volatile boolean warned;
+    /** The last {@link #version}: computed again only when the text or the system prompt changed. */
+    private volatile Version version;
+
+    private record Version(String text, String system, String hash) {
+    }
 
     private record Loaded(FileTime modified, String text, List<String> fields) {
     }
@@ -52,6 +57,20 @@ public class PromptTemplate {
     /** The text as it is (no placeholders filled). */
     public String text() {
         return current().text();
+    }
+
+    /**
+     * The version of this text with {@code system} (the system prompt, or null): 12 hex digits of the SHA-256 of both.
+     * Asked for every task of an ingest, so the hash is kept until either changes.
+     */
+    public String version(String system) {
+        String text = current().text();
+        Version v = version;
+        if (v == null || !v.text().equals(text) || !java.util.Objects.equals(v.system(), system)) {
+            v = new Version(text, system, JobDefinition.sha256(text + "\u0000" + (system == null ? "" : system)).substring(0, 12));
+            version = v;
+        }
+        return v.hash();
     }
 
     /** Whether the file can be used now (read at least once). */
