@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Worker throughput with the LLM simulator (one worker process, real RabbitMQ):
-#  (a) 3 backends x 4 slots x 100 ms  -> ideal 120 tasks/s, target >= 95%
+#  (a) 3 backends x 4 slots x 100 ms  -> ideal 120 tasks/s, target >= 95%; (a0) before it, a bare HTTP client (no broker)
+#      on the same simulators, the most any client gets from them on this machine
 #  (b) 3 backends 50/100/200 ms x 4 slots -> ideal 140 tasks/s, target >= 90%; also with round-robin
 #  (c) (a) with one backend killed mid-run -> 0 tasks failed (every result arrives, DLQ empty)
 #  (d) 3 backends x 4 slots x 0 ms -> the worker's own overhead, tasks/s
@@ -58,7 +59,13 @@ row() { # name ideal line
 
 # (a)
 if [[ $SCENARIOS == *a* ]]; then
-sim 18701 100 4 >/dev/null; sim 18702 100 4 >/dev/null; sim 18703 100 4 >/dev/null; worker least-busy; sleep 6; warmup
+sim 18701 100 4 >/dev/null; sim 18702 100 4 >/dev/null; sim 18703 100 4 >/dev/null
+# the yardstick: a bare HTTP client, 4 requests at once on each simulator, no broker (the most any client gets from them)
+SIMS="http://127.0.0.1:18701 http://127.0.0.1:18702 http://127.0.0.1:18703"
+java bench/BareClient.java 240 4 512 $SIMS > /dev/null
+bare=$(java bench/BareClient.java "$N" 4 512 $SIMS)
+row "(a0) bare HTTP client on the same simulators" 120 "$(sed -E 's/requests=([0-9]+) ok=([0-9]+)/results=\2 dead=0/' <<<"$bare")"
+worker least-busy; sleep 6; warmup
 row "(a) 3x4 slots, 100 ms, least-busy" 120 "$(load)"
 stop_all
 fi
