@@ -46,6 +46,7 @@ public record JobDefinition(String name, String description, PromptTemplate prom
 
     static final ObjectMapper YAML = new ObjectMapper(new YAMLFactory());
     static final ObjectMapper JSON = new ObjectMapper();
+    private static final ThreadLocal<MessageDigest> SHA256 = digest("SHA-256");
     private static final Pattern NAME = Pattern.compile("[a-z0-9][a-z0-9_-]{0,62}");
     private static final Set<String> KEYS = Set.of("name", "description", "prompt", "system", "system_file", "model", "params",
             "required_fields", "key_fields", "company_field", "output_field", "collection", "checks", "force");
@@ -136,8 +137,6 @@ public record JobDefinition(String name, String description, PromptTemplate prom
     public String promptVersion() {
         return prompt.version(system.text());
     }
-
-    private static final ThreadLocal<MessageDigest> SHA256 = digest("SHA-256");
 
     /** Lower-case hex SHA-256 of the UTF-8 bytes. */
     public static String sha256(String text) {

@@ -7,6 +7,7 @@ import java.nio.file.Path;
 import java.nio.file.attribute.FileTime;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.Objects;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
 
@@ -66,7 +67,7 @@ public class PromptTemplate {
     public String version(String system) {
         String text = current().text();
         Version v = version;
-        if (v == null || !v.text().equals(text) || !java.util.Objects.equals(v.system(), system)) {
+        if (v == null || !v.text().equals(text) || !Objects.equals(v.system(), system)) {
             v = new Version(text, system, JobDefinition.sha256(text + "\u0000" + (system == null ? "" : system)).substring(0, 12));
             version = v;
         }

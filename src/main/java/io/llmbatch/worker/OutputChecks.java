@@ -61,19 +61,12 @@ public class OutputChecks {
             return checked;
         }
 
-        /** The last answer passed. */
-        public boolean isPassed() {
-            return failure == null;
-        }
-
-        /** The last answer failed and may be asked again. */
-        public boolean isRepair() {
-            return failure != null && repairs < maxRepairs;
-        }
-
-        /** The last answer failed and no repair is left: the task is dead-lettered. */
-        public boolean isFailed() {
-            return failure != null && repairs >= maxRepairs;
+        /**
+         * What the route does next, the {@link #STATE} variable: {@code passed}; {@code repair}, the last answer failed
+         * and may be asked again; {@code failed}, no repair is left and the task is dead-lettered.
+         */
+        public String state() {
+            return failure == null ? "passed" : repairs < maxRepairs ? "repair" : "failed";
         }
 
         /** The failed check's name (min_chars, max_chars, json, json_schema, pattern, finish_reason), or null. */
@@ -115,7 +108,7 @@ public class OutputChecks {
     public void check(Completion completion, Exchange exchange) {
         Verdict v = judge(completion, exchange);
         exchange.setVariable(VERDICT, v);
-        exchange.setVariable(STATE, v.isPassed() ? "passed" : v.isRepair() ? "repair" : "failed");
+        exchange.setVariable(STATE, v.state());
     }
 
     private Verdict judge(Completion completion, Exchange exchange) {
