@@ -16,12 +16,14 @@ import com.rabbitmq.client.ConnectionFactory;
 import org.bson.Document;
 
 import io.llmbatch.llm.LlmSimulator;
+import io.llmbatch.support.LatencyProxy;
 import io.llmbatch.support.Mongo;
 
 /**
  * bench/e2e.sh: N seed tasks through all three roles in one llm-batch process (target/llm-batch.jar) with
  * 0 ms simulated LLM backends (3 x 4 slots) and a MongoDB-wire server in this JVM. Time from the POST to the
- * N-th document stored.
+ * N-th document stored ({@code -Dbench.jar=...}: another build's jar). {@code -Dbench.mongo.one-way-ms=M}: the llm-batch processes reach MongoDB through a
+ * {@link LatencyProxy} that delays each way by M ms, as a MongoDB on another machine or in another zone would.
  */
 public class E2eBench {
     public static void main(String[] args) throws Exception {
@@ -29,6 +31,11 @@ public class E2eBench {
         int n = Integer.parseInt(args[1]);
         int mongoPort = 18767;
         Mongo.reset(mongoPort);
+        long oneWayMs = Long.getLong("bench.mongo.one-way-ms", 0);
+        LatencyProxy proxy = oneWayMs == 0 ? null : LatencyProxy.start(new java.net.InetSocketAddress("127.0.0.1", 18768),
+                new java.net.InetSocketAddress("127.0.0.1", mongoPort), oneWayMs, 0, 0);
+        String jar = System.getProperty("bench.jar", "target/llm-batch.jar");
+        String appMongo = "mongodb://127.0.0.1:" + (proxy == null ? mongoPort : 18768);
         List<LlmSimulator> sims = new ArrayList<>();
         for (int port : new int[] { 18771, 18772, 18773 }) {
             sims.add(LlmSimulator.start(port, 0, 4));
@@ -45,11 +52,11 @@ public class E2eBench {
         // bench/skip.sh: the ingest node alone while it ingests (as in bench/ingest.sh), worker and collector started after
         String roles = again ? "-Dllmbatch.roles=ingest" : "-Dllmbatch.roles=ingest,worker,collector";
         Process app = new ProcessBuilder(Path.of(System.getProperty("java.home"), "bin", "java").toString(), "-Xmx1g", "-jar",
-                "target/llm-batch.jar", "-Dllmbatch.rabbitmq.url=amqp://guest:guest@127.0.0.1:5672/", "-Dllmbatch.queue.tasks=bench_e2e_tasks", "-Dllmbatch.queue.results=bench_e2e_results",
+                jar, "-Dllmbatch.rabbitmq.url=amqp://guest:guest@127.0.0.1:5672/", "-Dllmbatch.queue.tasks=bench_e2e_tasks", "-Dllmbatch.queue.results=bench_e2e_results",
                 "-Dllmbatch.ingest.allowed-queues=bench_e2e_tasks", "-Dcamel.server.port=18780", "-Dcamel.management.port=0",
                 "-Dllmbatch.ingest.inbox=bench/target/e2e-inbox",
                 "-Dllmbatch.llm.endpoints=http://127.0.0.1:18771;slots=4,http://127.0.0.1:18772;slots=4,http://127.0.0.1:18773;slots=4",
-                "-Dllmbatch.mongodb.uri=mongodb://127.0.0.1:" + mongoPort, "-Dcamel.main.routesReloadEnabled=false", roles)
+                "-Dllmbatch.mongodb.uri=" + appMongo, "-Dcamel.main.routesReloadEnabled=false", roles)
                 .redirectErrorStream(true).redirectOutput(Path.of("bench/target/e2e-app.log").toFile()).start();
         Process workers = null;
         try (MongoClient client = MongoClients.create("mongodb://127.0.0.1:" + mongoPort)) {
@@ -76,11 +83,11 @@ public class E2eBench {
             }
             if (again) {
                 workers = new ProcessBuilder(Path.of(System.getProperty("java.home"), "bin", "java").toString(), "-Xmx1g", "-jar",
-                        "target/llm-batch.jar", "-Dllmbatch.rabbitmq.url=amqp://guest:guest@127.0.0.1:5672/", "-Dllmbatch.queue.tasks=bench_e2e_tasks",
+                        jar, "-Dllmbatch.rabbitmq.url=amqp://guest:guest@127.0.0.1:5672/", "-Dllmbatch.queue.tasks=bench_e2e_tasks",
                         "-Dllmbatch.queue.results=bench_e2e_results", "-Dllmbatch.roles=worker,collector", "-Dcamel.server.port=18781",
                         "-Dcamel.management.port=0",
                         "-Dllmbatch.llm.endpoints=http://127.0.0.1:18771;slots=4,http://127.0.0.1:18772;slots=4,http://127.0.0.1:18773;slots=4",
-                        "-Dllmbatch.mongodb.uri=mongodb://127.0.0.1:" + mongoPort, "-Dcamel.main.routesReloadEnabled=false")
+                        "-Dllmbatch.mongodb.uri=" + appMongo, "-Dcamel.main.routesReloadEnabled=false")
                         .redirectErrorStream(true).redirectOutput(Path.of("bench/target/e2e-workers.log").toFile()).start();
             }
             long count;
@@ -114,6 +121,9 @@ public class E2eBench {
                 workers.waitFor();
             }
             sims.forEach(LlmSimulator::close);
+            if (proxy != null) {
+                proxy.close();
+            }
             Mongo.stop();
         }
     }

@@ -5,12 +5,16 @@
 # a collector (another process, 0 ms simulated LLM backends) generate and store all N; (c) the same POST again: every
 # task's result is stored from the same request, so nothing is published and no LLM is called.
 # Targets: (b) <= 1.5x (a), (c) < (b). MongoDB is mongo-java-server in the bench's JVM (no mongod here).
+# MONGO_ONE_WAY_MS=M: the llm-batch processes reach MongoDB through a proxy that delays each way by M ms (a MongoDB on
+# another machine; 0, the default, is loopback). APP_JAR: another build's jar (default target/llm-batch.jar).
 # Needs RabbitMQ on 127.0.0.1:5672, rabbitmqctl, java, mvn, python3, bc. usage: bench/skip.sh [runs=3] [tasks=28000]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-3}
 N=${2:-28000}
 Q_PT=bench_perftest
+MONGO_ONE_WAY_MS=${MONGO_ONE_WAY_MS:-0}
+APP_JAR=${APP_JAR:-target/llm-batch.jar}
 RABBIT=amqp://guest:guest@127.0.0.1:5672/%2f
 mkdir -p bench/target
 [ -f target/llm-batch.jar ] && [ -d target/test-classes ] || mvn -B -q package -DskipTests
@@ -29,7 +33,7 @@ for run in $(seq 1 "$RUNS"); do
     -c 1000 -s 1000 -x 1 -y 0 -C "$N" > bench/target/skip-perftest.log 2>&1
   a=$(echo "$(now) - $t0" | bc)
   [ "$(count $Q_PT)" = "$N" ] || { echo "PerfTest left $(count $Q_PT) messages, expected $N" >&2; exit 1; }
-  row=$(java -Xmx1g -cp "target/test-classes:target/classes:$(cat bench/target/test-cp.txt)" bench/E2eBench.java \
+  row=$(java -Xmx1g -Dbench.mongo.one-way-ms="$MONGO_ONE_WAY_MS" -Dbench.jar="$APP_JAR" -cp "target/test-classes:target/classes:$(cat bench/target/test-cp.txt)" bench/E2eBench.java \
     bench/target/e2e-payload.json "$N" again 2>/dev/null | grep "^|")
   # | n | documents | first POST | second POST | answer | calls |
   b=$(echo "$row" | awk -F'|' '{gsub(/[ s]/,"",$4); print $4}')

@@ -357,7 +357,9 @@ public class HttpIngest {
      * how many messages before it were stored.
      */
     public Published publish(Batch batch) {
+        long t0 = System.nanoTime();
         TaskRenderer.Admitted admitted = renderer.decide(batch.tasks(), batch.force());
+        long decided = System.nanoTime();
         // the job's ledger is written while the tasks are published (each costs about as much), and waited for
         java.util.concurrent.Future<?> ledger = admitted.admissions().isEmpty() ? null
                 : LEDGER_WRITERS.submit(() -> renderer.enter(admitted));
@@ -378,7 +380,12 @@ public class HttpIngest {
             ledgerProblem(ledger);
             throw e;
         }
+        long published = System.nanoTime();
         String problem = ledgerProblem(ledger);
+        if (LOG.isDebugEnabled()) { // where a slow request's time went (the skip lookup, the broker, the ledger's MongoDB)
+            LOG.debug("{} task(s): skip decision {} ms, publishing {} ms, then the ledger {} ms more", batch.tasks().size(),
+                    (decided - t0) / 1_000_000, (published - decided) / 1_000_000, (System.nanoTime() - published) / 1_000_000);
+        }
         String warning = problem == null ? null
                 : "every task was published, but the job's ledger could not be written (" + problem + "): the job's "
                   + "submitted and skipped counts miss these tasks until they are submitted again";
