@@ -4,6 +4,8 @@
 # bench/ingest.sh) with its MongoDB ledger (each task rendered and entered before it is published); then a worker and
 # a collector (another process, 0 ms simulated LLM backends) generate and store all N; (c) the same POST again: every
 # task's result is stored from the same request, so nothing is published and no LLM is called.
+# (a2) PerfTest again, with the MongoDB work of (b) (its skip lookup and ledger upserts, by llm-batch's JobStore) run
+# beside it on a mongo-java-server of its own: what publishing costs here when a MongoDB shares the two cores.
 # Targets: (b) <= 1.5x (a), (c) < (b). MongoDB is mongo-java-server in the bench's JVM (no mongod here).
 # MONGO_ONE_WAY_MS=M: the llm-batch processes reach MongoDB through a proxy that delays each way by M ms (a MongoDB on
 # another machine; 0, the default, is loopback). APP_JAR: another build's jar (default target/llm-batch.jar).
@@ -25,7 +27,7 @@ python3 bench/gen_tasks.py "$N" bench/target/e2e-payload.json bench/target/e2e-t
 count() { rabbitmqctl -q list_queues name messages 2>/dev/null | awk -v q="$1" '$1==q {print $2}'; }
 now() { date +%s.%N; }
 
-printf '| run | (a) PerfTest 1 KB | (b) POST, ledger | (c) same POST, all stored | (b)/(a) | (c)/(b) | LLM calls in (c) | answer (c) |\n|---|---|---|---|---|---|---|---|\n'
+printf '| run | (a) PerfTest 1 KB | (a2) PerfTest beside the ledger'"'"'s MongoDB work | (b) POST, ledger | (c) same POST, all stored | (b)/(a) | (b)/(a2) | (c)/(b) | LLM calls in (c) | answer (c) |\n|---|---|---|---|---|---|---|---|---|---|\n'
 for run in $(seq 1 "$RUNS"); do
   rabbitmqctl -q purge_queue $Q_PT >/dev/null 2>&1 || true
   t0=$(now)
@@ -33,6 +35,11 @@ for run in $(seq 1 "$RUNS"); do
     -c 1000 -s 1000 -x 1 -y 0 -C "$N" > bench/target/skip-perftest.log 2>&1
   a=$(echo "$(now) - $t0" | bc)
   [ "$(count $Q_PT)" = "$N" ] || { echo "PerfTest left $(count $Q_PT) messages, expected $N" >&2; exit 1; }
+  rabbitmqctl -q purge_queue $Q_PT >/dev/null 2>&1
+  # | wall | PerfTest | MongoDB work |
+  a2=$(java -Xmx1g -cp "target/test-classes:target/classes:$(cat bench/target/test-cp.txt)" bench/LedgerBeside.java \
+    bench/target/e2e-payload.json "$N" "bench/target/perftest-lib/*" "$RABBIT" $Q_PT 2>/dev/null | grep "^|" | awk -F'|' '{gsub(/ /,"",$2); print $2}')
+  [ "$(count $Q_PT)" = "$N" ] || { echo "PerfTest (a2) left $(count $Q_PT) messages, expected $N" >&2; exit 1; }
   row=$(java -Xmx1g -Dbench.mongo.one-way-ms="$MONGO_ONE_WAY_MS" -Dbench.jar="$APP_JAR" -cp "target/test-classes:target/classes:$(cat bench/target/test-cp.txt)" bench/E2eBench.java \
     bench/target/e2e-payload.json "$N" again 2>/dev/null | grep "^|")
   # | n | documents | first POST | second POST | answer | calls |
@@ -40,7 +47,7 @@ for run in $(seq 1 "$RUNS"); do
   c=$(echo "$row" | awk -F'|' '{gsub(/[ s]/,"",$5); print $5}')
   answer=$(echo "$row" | awk -F'|' '{print $6}' | xargs)
   calls=$(echo "$row" | awk -F'|' '{print $7}' | xargs)
-  printf '| %d | %.2f s | %.2f s | %.2f s | %.2f | %.2f | %s | `%s` |\n' "$run" "$a" "$b" "$c" \
-    "$(echo "$b / $a" | bc -l)" "$(echo "$c / $b" | bc -l)" "$calls" "$answer"
+  printf '| %d | %.2f s | %.2f s | %.2f s | %.2f s | %.2f | %.2f | %.2f | %s | `%s` |\n' "$run" "$a" "$a2" "$b" "$c" \
+    "$(echo "$b / $a" | bc -l)" "$(echo "$b / $a2" | bc -l)" "$(echo "$c / $b" | bc -l)" "$calls" "$answer"
 done
 rabbitmqctl -q delete_queue $Q_PT >/dev/null 2>&1 || true
