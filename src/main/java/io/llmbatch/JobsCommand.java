@@ -23,7 +23,7 @@ import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 
 /**
- * {@code java -jar target/llm-batch.jar export NAME [--format jsonl|csv] [--bom] [--out FILE] [url]}: a job's results
+ * {@code java -jar target/llm-batch.jar export NAME [--format jsonl|csv] [--bom] [--keep-formulas] [--out FILE] [url]}: a job's results
  * from the ingest node to a file (written under a temporary name, renamed when complete), with a progress bar; and
  * {@code redrive NAME [--reason REGEX] [url]}: the job's dead letters back to work. Send {@code INGEST_TOKEN} when set.
  */
@@ -57,15 +57,17 @@ final class JobsCommand {
             String file = option(args, "--out");
             String reason = option(args, "--reason");
             boolean bom = args.remove("--bom");
+            boolean keepFormulas = args.remove("--keep-formulas");
             if (args.size() < 2) {
-                out.println("usage: " + command + " NAME" + ("export".equals(command) ? " [--format jsonl|csv] [--bom] [--out FILE]"
+                out.println("usage: " + command + " NAME" + ("export".equals(command) ? " [--format jsonl|csv] [--bom] [--keep-formulas] [--out FILE]"
                         : " [--reason REGEX]") + " [http://ingest-host:port]");
                 return 2;
             }
             String job = args.get(1);
             String base = StatusCommand.base(locations, overrides, args.size() > 2 ? args.get(2) : null);
             HttpClient http = HttpClient.newBuilder().connectTimeout(Duration.ofSeconds(5)).build();
-            return "export".equals(command) ? export(http, base, job, format == null ? "jsonl" : format, bom, file, out)
+            return "export".equals(command) ? export(http, base, job, format == null ? "jsonl" : format,
+                    (bom ? "&bom=true" : "") + (keepFormulas ? "&formulas=keep" : ""), file, out)
                     : redrive(http, base, job, reason, out);
         } catch (IllegalArgumentException e) {
             out.println(command + ": " + e.getMessage());
@@ -79,7 +81,7 @@ final class JobsCommand {
         }
     }
 
-    private static int export(HttpClient http, String base, String job, String format, boolean bom, String file, PrintStream out)
+    private static int export(HttpClient http, String base, String job, String format, String options, String file, PrintStream out)
             throws IOException, InterruptedException {
         String f = format.toLowerCase(Locale.ROOT);
         if (!f.equals("jsonl") && !f.equals("csv")) {
@@ -93,7 +95,7 @@ final class JobsCommand {
         long total = JSON.readTree(status.body()).path("stored").asLong();
         Path target = Path.of(file != null ? file : job + "." + f);
         Path part = target.resolveSibling(target.getFileName() + ".part");
-        HttpResponse<InputStream> r = http.send(request(base + "/api/jobs/" + job + "/results?format=" + f + (bom ? "&bom=true" : ""))
+        HttpResponse<InputStream> r = http.send(request(base + "/api/jobs/" + job + "/results?format=" + f + options)
                 .GET().build(), HttpResponse.BodyHandlers.ofInputStream());
         if (r.statusCode() != 200) {
             out.println("export: answered " + r.statusCode() + ": " + new String(r.body().readAllBytes(), StandardCharsets.UTF_8));

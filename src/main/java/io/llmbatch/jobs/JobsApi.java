@@ -134,17 +134,22 @@ public final class JobsApi {
     }
 
     /**
-     * {@code GET /api/jobs/{name}/results?format=jsonl|csv&bom=true}: every stored result, streamed from MongoDB as it is
-     * written to the client (constant memory for any number of rows).
+     * {@code GET /api/jobs/{name}/results?format=jsonl|csv&bom=true&formulas=keep}: every stored result, streamed from
+     * MongoDB as it is written to the client (constant memory for any number of rows).
      */
     public Object results(Exchange exchange) {
         JobDefinition job = job(exchange);
         Message msg = exchange.getMessage();
         String format = String.valueOf(msg.getHeader("format", "jsonl", String.class)).toLowerCase(java.util.Locale.ROOT);
         boolean bom = Boolean.parseBoolean(msg.getHeader("bom", "false", String.class));
+        String formulas = String.valueOf(msg.getHeader("formulas", "escape", String.class)).toLowerCase(java.util.Locale.ROOT);
+        if (!formulas.equals("escape") && !formulas.equals("keep")) {
+            throw new IngestException(400, "formulas must be escape (a CSV cell starting with = + - @ gets a leading ') or keep, got '"
+                                           + formulas + "'");
+        }
         ResultsExport export = switch (format) {
             case "jsonl", "ndjson" -> ResultsExport.jsonLines(store().stored(job, 1000));
-            case "csv" -> ResultsExport.csv(job, store().stored(job, 1000), bom);
+            case "csv" -> ResultsExport.csv(job, store().stored(job, 1000), bom, formulas.equals("keep"));
             default -> throw new IngestException(400, "format must be jsonl or csv, got '" + format + "'");
         };
         msg.getHeaders().clear();

