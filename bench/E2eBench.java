@@ -49,12 +49,15 @@ public class E2eBench {
             }
         }
         boolean again = args.length > 2 && "again".equals(args[2]);
+        // inbox CSV: the N tasks as a CSV moved into the ingest node's inbox, timed until the file is in .done/ (every
+        // row rendered, looked up, entered in the ledger and confirmed); nothing generated
+        Path inboxCsv = args.length > 3 && "inbox".equals(args[2]) ? Path.of(args[3]) : null;
         // bench/skip.sh: the ingest node alone while it ingests (as in bench/ingest.sh), worker and collector started after
-        String roles = again ? "-Dllmbatch.roles=ingest" : "-Dllmbatch.roles=ingest,worker,collector";
+        String roles = again || inboxCsv != null ? "-Dllmbatch.roles=ingest" : "-Dllmbatch.roles=ingest,worker,collector";
         Process app = new ProcessBuilder(Path.of(System.getProperty("java.home"), "bin", "java").toString(), "-Xmx1g", "-jar",
                 jar, "-Dllmbatch.rabbitmq.url=amqp://guest:guest@127.0.0.1:5672/", "-Dllmbatch.queue.tasks=bench_e2e_tasks", "-Dllmbatch.queue.results=bench_e2e_results",
                 "-Dllmbatch.ingest.allowed-queues=bench_e2e_tasks", "-Dcamel.server.port=18780", "-Dcamel.management.port=0",
-                "-Dllmbatch.ingest.inbox=bench/target/e2e-inbox",
+                "-Dllmbatch.ingest.inbox=bench/target/e2e-inbox", "-Dllmbatch.ingest.poll-delay=100",
                 "-Dllmbatch.llm.endpoints=http://127.0.0.1:18771;slots=4,http://127.0.0.1:18772;slots=4,http://127.0.0.1:18773;slots=4",
                 "-Dllmbatch.mongodb.uri=" + appMongo, "-Dcamel.main.routesReloadEnabled=false", roles)
                 .redirectErrorStream(true).redirectOutput(Path.of("bench/target/e2e-app.log").toFile()).start();
@@ -72,6 +75,18 @@ public class E2eBench {
                 }
             }
             Thread.sleep(2000);
+            if (inboxCsv != null) {
+                Path inbox = Path.of("bench/target/e2e-inbox");
+                Files.deleteIfExists(inbox.resolve(".done/tasks.csv"));
+                Path tmp = Files.copy(inboxCsv, inbox.resolve("tasks.csv.tmp"), java.nio.file.StandardCopyOption.REPLACE_EXISTING);
+                long t0 = System.nanoTime();
+                Files.move(tmp, inbox.resolve("tasks.csv"));
+                while (!Files.exists(inbox.resolve(".done/tasks.csv"))) {
+                    Thread.sleep(20);
+                }
+                System.out.printf("| %d | inbox | %.2f s |%n", n, (System.nanoTime() - t0) / 1e9);
+                return;
+            }
             byte[] payload = Files.readAllBytes(Path.of(payloadFile));
             long t0 = System.nanoTime();
             HttpResponse<String> r = http.send(HttpRequest.newBuilder(URI.create("http://127.0.0.1:18780/send_workq_message/"))

@@ -4,6 +4,7 @@
 # bench/ingest.sh) with its MongoDB ledger (each task rendered and entered before it is published); then a worker and
 # a collector (another process, 0 ms simulated LLM backends) generate and store all N; (c) the same POST again: every
 # task's result is stored from the same request, so nothing is published and no LLM is called.
+# (d) the same tasks as a CSV moved into the inbox of a fresh ingest node, until the file is in .done/ (nothing stored).
 # (a2) PerfTest again, with the MongoDB work of (b) (its skip lookup and ledger upserts, by llm-batch's JobStore) run
 # beside it on a mongo-java-server of its own: what publishing costs here when a MongoDB shares the two cores.
 # Targets: (b) <= 1.5x (a), (c) < (b). MongoDB is mongo-java-server in the bench's JVM (no mongod here).
@@ -27,7 +28,7 @@ python3 bench/gen_tasks.py "$N" bench/target/e2e-payload.json bench/target/e2e-t
 count() { rabbitmqctl -q list_queues name messages 2>/dev/null | awk -v q="$1" '$1==q {print $2}'; }
 now() { date +%s.%N; }
 
-printf '| run | (a) PerfTest 1 KB | (a2) PerfTest beside the ledger'"'"'s MongoDB work | (b) POST, ledger | (c) same POST, all stored | (b)/(a) | (b)/(a2) | (c)/(b) | LLM calls in (c) | answer (c) |\n|---|---|---|---|---|---|---|---|---|---|\n'
+printf '| run | (a) PerfTest 1 KB | (a2) PerfTest beside the ledger'"'"'s MongoDB work | (b) POST, ledger | (c) same POST, all stored | (d) inbox CSV, ledger | (b)/(a) | (b)/(a2) | (d)/(a2) | (c)/(b) | LLM calls in (c) | answer (c) |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n'
 for run in $(seq 1 "$RUNS"); do
   rabbitmqctl -q purge_queue $Q_PT >/dev/null 2>&1 || true
   t0=$(now)
@@ -47,7 +48,12 @@ for run in $(seq 1 "$RUNS"); do
   c=$(echo "$row" | awk -F'|' '{gsub(/[ s]/,"",$5); print $5}')
   answer=$(echo "$row" | awk -F'|' '{print $6}' | xargs)
   calls=$(echo "$row" | awk -F'|' '{print $7}' | xargs)
-  printf '| %d | %.2f s | %.2f s | %.2f s | %.2f s | %.2f | %.2f | %.2f | %s | `%s` |\n' "$run" "$a" "$a2" "$b" "$c" \
-    "$(echo "$b / $a" | bc -l)" "$(echo "$b / $a2" | bc -l)" "$(echo "$c / $b" | bc -l)" "$calls" "$answer"
+  rabbitmqctl -q purge_queue bench_e2e_tasks >/dev/null 2>&1 || true
+  mkdir -p bench/target/e2e-inbox
+  d=$(java -Xmx1g -Dbench.mongo.one-way-ms="$MONGO_ONE_WAY_MS" -Dbench.jar="$APP_JAR" -cp "target/test-classes:target/classes:$(cat bench/target/test-cp.txt)" bench/E2eBench.java \
+    bench/target/e2e-payload.json "$N" inbox bench/target/e2e-tasks.csv 2>/dev/null | grep "^|" | awk -F'|' '{gsub(/[ s]/,"",$4); print $4}')
+  [ "$(count bench_e2e_tasks)" = "$N" ] || { echo "the inbox left $(count bench_e2e_tasks) messages, expected $N" >&2; exit 1; }
+  printf '| %d | %.2f s | %.2f s | %.2f s | %.2f s | %.2f s | %.2f | %.2f | %.2f | %.2f | %s | `%s` |\n' "$run" "$a" "$a2" "$b" "$c" "$d" \
+    "$(echo "$b / $a" | bc -l)" "$(echo "$b / $a2" | bc -l)" "$(echo "$d / $a2" | bc -l)" "$(echo "$c / $b" | bc -l)" "$calls" "$answer"
 done
 rabbitmqctl -q delete_queue $Q_PT >/dev/null 2>&1 || true
