@@ -2,9 +2,6 @@ package io.llmbatch.ingest;
 
 import java.io.IOException;
 import java.io.UncheckedIOException;
-import java.security.MessageDigest;
-import java.security.NoSuchAlgorithmException;
-import java.util.HexFormat;
 import java.util.List;
 
 import com.fasterxml.jackson.core.JsonLocation;
@@ -51,9 +48,8 @@ public final class Tasks {
             return id.asText();
         }
         try {
-            byte[] digest = MessageDigest.getInstance("SHA-256").digest(CANONICAL.writeValueAsBytes(task));
-            return HexFormat.of().formatHex(digest);
-        } catch (NoSuchAlgorithmException | JsonProcessingException e) {
+            return io.llmbatch.jobs.JobDefinition.sha256(CANONICAL.writeValueAsBytes(task));
+        } catch (JsonProcessingException e) {
             throw new IllegalStateException(e);
         }
     }

@@ -143,6 +143,11 @@ public record JobDefinition(String name, String description, PromptTemplate prom
         return hex(SHA256, text);
     }
 
+    /** Lower-case hex SHA-256 of the bytes. */
+    public static String sha256(byte[] bytes) {
+        return HexFormat.of().formatHex(SHA256.get().digest(bytes));
+    }
+
     /** One digest per thread: hashed for every task an ingest takes, and {@code getInstance} looks the provider up each time. */
     static ThreadLocal<MessageDigest> digest(String algorithm) {
         return ThreadLocal.withInitial(() -> {

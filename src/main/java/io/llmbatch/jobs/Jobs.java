@@ -45,15 +45,19 @@ public final class Jobs {
     private static final char US = '\u001f';
     private static final ThreadLocal<MessageDigest> MD5 = JobDefinition.digest("MD5");
 
-    /** A task turned into what its worker needs. */
-    public record Rendered(JobDefinition job, ObjectNode request, String requestHash, String promptVersion, String pid,
-                           String model) {
+    /**
+     * A task turned into what its worker needs.
+     *
+     * @param requestJson the request as the task's header carries it (canonical JSON: sorted keys, what the hash is of)
+     */
+    public record Rendered(JobDefinition job, ObjectNode request, String requestJson, String requestHash, String promptVersion,
+                           String pid, String model) {
 
         /** The headers of the task message. */
         public Map<String, Object> headers() {
             Map<String, Object> h = new java.util.LinkedHashMap<>();
             h.put(JOB, job.name());
-            h.put(REQUEST, request.toString());
+            h.put(REQUEST, requestJson);
             h.put(REQUEST_HASH, requestHash);
             h.put(PROMPT_VERSION, promptVersion);
             h.put(PID, pid);
@@ -196,13 +200,13 @@ public final class Jobs {
             request.set("params", job.params());
         }
         request.put("model", model);
-        String hash;
+        String json;
         try {
-            hash = JobDefinition.sha256(CANONICAL.writeValueAsString(request));
+            json = CANONICAL.writeValueAsString(request);
         } catch (IOException e) {
             throw new IllegalStateException(e);
         }
-        return new Rendered(job, request, hash, job.promptVersion(), pid(job, task, model), model);
+        return new Rendered(job, request, json, JobDefinition.sha256(json), job.promptVersion(), pid(job, task, model), model);
     }
 
     /**

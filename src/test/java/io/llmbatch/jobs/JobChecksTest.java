@@ -86,6 +86,9 @@ class JobChecksTest {
         Jobs.Rendered unchecked = all.render(JobDefinition.read(plain), task);
         assertThat(lengths.request()).as("length checks leave the request (and its hash) as it was").isEqualTo(unchecked.request());
         assertThat(unchecked.headers()).doesNotContainKey(Jobs.CHECKS);
+        // the header carries the request as hashed: what the worker sends is what skipping compares
+        assertThat(new ObjectMapper().readTree((String) lengths.headers().get(Jobs.REQUEST))).isEqualTo(lengths.request());
+        assertThat(JobDefinition.sha256((String) lengths.headers().get(Jobs.REQUEST))).isEqualTo(lengths.requestHash());
         assertThat((String) lengths.headers().get(Jobs.CHECKS))
                 .isEqualTo("{\"min_chars\":1,\"max_chars\":9,\"refuse_finish_reasons\":[\"length\"],\"max_repairs\":2}");
 
