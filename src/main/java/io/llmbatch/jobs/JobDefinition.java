@@ -145,7 +145,7 @@ public record JobDefinition(String name, String description, PromptTemplate prom
 
     /** Lower-case hex SHA-256 of the bytes. */
     public static String sha256(byte[] bytes) {
-        return HexFormat.of().formatHex(SHA256.get().digest(bytes));
+        return hex(SHA256, bytes);
     }
 
     /** One digest per thread: hashed for every task an ingest takes, and {@code getInstance} looks the provider up each time. */
@@ -161,7 +161,11 @@ public record JobDefinition(String name, String description, PromptTemplate prom
 
     /** Lower-case hex digest of the UTF-8 bytes ({@code digest} resets the digest for the next use). */
     static String hex(ThreadLocal<MessageDigest> digest, String text) {
-        return HexFormat.of().formatHex(digest.get().digest(text.getBytes(StandardCharsets.UTF_8)));
+        return hex(digest, text.getBytes(StandardCharsets.UTF_8));
+    }
+
+    private static String hex(ThreadLocal<MessageDigest> digest, byte[] bytes) {
+        return HexFormat.of().formatHex(digest.get().digest(bytes));
     }
 
     private static Path resolve(Path base, String file) {
