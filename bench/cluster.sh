@@ -8,7 +8,7 @@
 #   cluster: <stored> of <tasks> stored, <lost> lost, <redone> redone
 # and exits non-zero when anything was lost or a scenario failed. The machine's broker on 5672 is not touched.
 # Needs root (rabbitmq-server drops to the rabbitmq user), rabbitmqctl, ss, java, mvn.
-# usage: bench/cluster.sh [tasks=10000] [scenarios=all|kill-leader,rolling-restart,worker-node-stop] [llm-latency-ms=200]
+# usage: bench/cluster.sh [tasks=10000] [scenarios=all|kill-leader,kill-leader-far,rolling-restart,worker-node-stop] [llm-latency-ms=200]
 #                         ['key=value;...' worker settings, e.g. 'llmbatch.worker.prefetch=3' to compare]
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -63,6 +63,16 @@ final class ClusterClient implements AutoCloseable {
         }
     }
 
+    /** Declares a durable queue through node {@code node} (a quorum queue is then led by that node). */
+    void declareOn(int node, String queue, java.util.Map<String, Object> arguments) throws Exception {
+        ConnectionFactory cf = new ConnectionFactory();
+        cf.setUri(cluster.url(node));
+        cf.setVirtualHost("/");
+        try (Connection c = cf.newConnection("llm-batch cluster harness (declare)"); Channel ch = c.createChannel()) {
+            ch.queueDeclare(queue, true, false, false, arguments);
+        }
+    }
+
     void delete(String... queues) throws Exception {
         for (String q : queues) {
             try (Channel ch = connection().createChannel()) {

@@ -193,6 +193,12 @@ public final class RabbitCluster implements AutoCloseable {
         return null;
     }
 
+    /** The output of {@code rabbitmqctl args...} on the first running node that answers, or a line saying none did. */
+    public String anyCtl(String... args) throws Exception {
+        String out = anyCtlOutput(args);
+        return out == null ? "(no node answered rabbitmqctl " + String.join(" ", args) + ")" : out;
+    }
+
     /** The output of a rabbitmqctl command run against the first node that answers; null when none does. */
     private String anyCtlOutput(String... args) throws Exception {
         for (int i = 1; i <= size; i++) {
