@@ -23,7 +23,7 @@ import java.util.List;
 import java.util.Locale;
 import java.util.Map;
 import java.util.NoSuchElementException;
-import java.util.TreeSet;
+import java.util.TreeMap;
 
 import com.fasterxml.jackson.core.JsonParser;
 import com.fasterxml.jackson.core.JsonToken;
@@ -625,7 +625,10 @@ public class FileIngest {
 
     /**
      * Where a file stands, across resumes: records read, rejects written, and which positions are done (confirmed
-     * by the broker or rejected), kept as a contiguous prefix plus the few done positions beyond it.
+     * by the broker, skipped or rejected), kept as a contiguous prefix plus the few done positions beyond it. The
+     * saved position holds the prefix only, with its counts and its rejects: a reject read ahead of a record not yet
+     * confirmed is written to the rejects file once that record is, or else (a stop, a crash) read and rejected again
+     * after the resume, never twice.
      */
     private static final class Progress {
         final Path rejectsPath;
@@ -639,13 +642,22 @@ public class FileIngest {
         boolean resumed;
         boolean stopped;
         long read;
+        /** Counts of this run so far, beyond the prefix too (for the logs and the file's report). */
         long rejected;
         long published;
         long skipped;
+        /** Counts of the positions up to {@link #doneThrough}: what the saved position holds. */
+        long prefixRejected;
+        long prefixPublished;
+        long prefixSkipped;
         /** Every position up to this one is done. */
         long doneThrough = -1;
         long savedThrough = -1;
-        final TreeSet<Long> doneBeyond = new TreeSet<>();
+        /** Done positions beyond the prefix: {@link #CONFIRMED}, {@link #SKIPPED}, {@link #BLANK}, or a reject's JSON line. */
+        final TreeMap<Long, String> doneBeyond = new TreeMap<>();
+        static final String CONFIRMED = "confirmed";
+        static final String SKIPPED = "skipped";
+        static final String BLANK = "blank";
 
         Progress(Path rejectsPath, InboxPosition position, int saveEvery) {
             this.rejectsPath = rejectsPath;
@@ -657,9 +669,9 @@ public class FileIngest {
             doneThrough = saved.doneThrough();
             savedThrough = doneThrough;
             read = doneThrough + 1;
-            published = saved.published();
-            rejected = saved.rejected();
-            skipped = saved.skipped();
+            published = prefixPublished = saved.published();
+            rejected = prefixRejected = saved.rejected();
+            skipped = prefixSkipped = saved.skipped();
             rejectsBytes = saved.rejectsBytes();
             resumed = true;
             try (var channel = java.nio.channels.FileChannel.open(rejectsPath, StandardOpenOption.WRITE)) {
@@ -682,59 +694,82 @@ public class FileIngest {
             } catch (IOException e) {
                 throw new UncheckedIOException("cannot write rejects file " + rejectsPath, e);
             }
-            position.save(new InboxPosition.Saved(doneThrough, published, rejected, skipped, rejectsBytes));
+            position.save(new InboxPosition.Saved(doneThrough, prefixPublished, prefixRejected, prefixSkipped, rejectsBytes));
             savedThrough = doneThrough;
         }
 
         boolean isDone(long position) {
-            return position <= doneThrough || doneBeyond.contains(position);
+            return position <= doneThrough || doneBeyond.containsKey(position);
         }
 
         void confirmed(long position) {
             published++;
             io.llmbatch.ops.Meters.ingested("file", 1);
-            done(position);
+            done(position, CONFIRMED);
         }
 
         /** A task not sent: its result is stored from the same request already. */
         void skipped(long position) {
             skipped++;
-            done(position);
+            done(position, SKIPPED);
         }
 
-        private void done(long position) {
-            doneBeyond.add(position);
-            while (doneBeyond.remove(doneThrough + 1)) {
+        /** A position that holds no record (a blank line): done, counted nowhere. */
+        void blank(long position) {
+            if (!isDone(position)) {
+                done(position, BLANK);
+            }
+        }
+
+        /** A record that is no task: its line goes to the rejects file once the records before it are done. */
+        void reject(Record r) {
+            Map<String, Object> line = new LinkedHashMap<>();
+            line.put("line", r.line());
+            line.put("reason", r.problem());
+            line.put("record", r.raw());
+            try {
+                rejected++;
+                done(r.position(), Tasks.JSON.writeValueAsString(line) + "\n");
+            } catch (IOException e) {
+                throw new UncheckedIOException("cannot write rejects file " + rejectsPath, e);
+            }
+        }
+
+        private void done(long position, String what) {
+            doneBeyond.put(position, what);
+            String next;
+            while ((next = doneBeyond.remove(doneThrough + 1)) != null) {
                 doneThrough++;
+                if (next.equals(CONFIRMED)) {
+                    prefixPublished++;
+                } else if (next.equals(SKIPPED)) {
+                    prefixSkipped++;
+                } else if (!next.equals(BLANK)) {
+                    writeReject(next);
+                }
             }
             if (doneThrough - savedThrough >= saveEvery) {
                 save();
             }
         }
 
-        long published() {
-            return published;
-        }
-
-        void reject(Record r) {
+        private void writeReject(String json) {
             try {
                 if (rejects == null) {
                     Files.createDirectories(rejectsPath.getParent());
                     rejects = Files.newBufferedWriter(rejectsPath, StandardOpenOption.CREATE, StandardOpenOption.WRITE,
                             resumed ? StandardOpenOption.APPEND : StandardOpenOption.TRUNCATE_EXISTING);
                 }
-                Map<String, Object> line = new LinkedHashMap<>();
-                line.put("line", r.line());
-                line.put("reason", r.problem());
-                line.put("record", r.raw());
-                String json = Tasks.JSON.writeValueAsString(line) + "\n";
                 rejects.write(json);
                 rejectsBytes += json.getBytes(java.nio.charset.StandardCharsets.UTF_8).length;
-                rejected++;
-                done(r.position());
+                prefixRejected++;
             } catch (IOException e) {
                 throw new UncheckedIOException("cannot write rejects file " + rejectsPath, e);
             }
+        }
+
+        long published() {
+            return published;
         }
 
         void closeRejects() {
@@ -761,6 +796,8 @@ public class FileIngest {
         private final Progress progress;
         private final java.util.function.BooleanSupplier stopping;
         private final java.util.ArrayDeque<OutboundMessage> ready = new java.util.ArrayDeque<>();
+        /** The position after the last record read. */
+        private long nextPosition;
         /** The file failed to read after the records of the block: thrown once they are published. */
         private RuntimeException failure;
 
@@ -801,6 +838,10 @@ public class FileIngest {
                                     progress.skipped, progress.rejected);
                         }
                     }
+                    for (long blank = nextPosition; blank < r.position(); blank++) {
+                        progress.blank(blank); // a .jsonl file's blank line: a position with no record
+                    }
+                    nextPosition = Math.max(nextPosition, r.position() + 1);
                     if (progress.isDone(r.position())) {
                         continue; // confirmed, skipped or rejected before a resume
                     }

@@ -133,4 +133,62 @@ class InboxResumeIT {
         assertThat(ids.size() - distinct).as("rows sent twice").isLessThanOrEqualTo(CONFIRM_WINDOW);
         System.out.printf("InboxResumeIT: kill -9 mid-file, %d rows sent twice (bound %d)%n", ids.size() - distinct, CONFIRM_WINDOW);
     }
+
+    @Test
+    void a_reject_read_ahead_of_the_stop_is_written_once_after_the_restart() throws Exception {
+        // the queue holds 5 tasks and refuses the rest: rows 0-4 are confirmed, row 5 is refused and the file waits for
+        // room; row 9 (no company) was read, checked and rejected with the block, before row 5 was refused
+        broker.declare(TASKS, java.util.Map.of("x-max-length", 5, "x-overflow", "reject-publish"));
+        StringBuilder csv = new StringBuilder("reg_dt,addr,ent_table_name\n");
+        for (int i = 0; i < 12; i++) {
+            csv.append("2015-03-02,北京,").append(i == 9 ? "" : "续传拒绝" + i).append('\n');
+        }
+        Files.writeString(INBOX.resolveSibling("t11i-resume-rejects.tmp"), csv);
+        try (AppProcess first = node("t11i-resume-rejects-1")) {
+            Files.move(INBOX.resolveSibling("t11i-resume-rejects.tmp"), INBOX.resolve("twelve.csv"));
+            await().atMost(Duration.ofSeconds(60)).until(() -> Files.readString(first.log()).contains("broker failure after 5 confirmed"));
+            first.close(); // SIGTERM while the file waits: its position is saved at row 4
+        }
+        assertThat(INBOX.resolve("twelve.csv")).as("left in the inbox").exists();
+
+        List<String> ids = new java.util.ArrayList<>();
+        try (AppProcess second = node("t11i-resume-rejects-2")) {
+            await().atMost(Duration.ofSeconds(60)).until(() -> {
+                broker.drain(TASKS).forEach(m -> ids.add(m.getProps().getMessageId())); // consuming makes room
+                return Files.exists(INBOX.resolve(".done/twelve.csv")) && broker.count(TASKS) == 0 || !second.isAlive();
+            });
+            assertThat(INBOX.resolve(".done/twelve.csv")).as("see " + second.log()).exists();
+            assertThat(Files.readString(second.log())).as("the restart's report").contains("rejected 1 ");
+        }
+        assertThat(ids).as("every good row once").hasSize(11).doesNotHaveDuplicates();
+        List<String> rejects = Files.readAllLines(INBOX.resolve(".done/twelve.csv.rejects.jsonl"));
+        assertThat(rejects).as("row 9 rejected once, not again after the restart").hasSize(1);
+    }
+
+    @Test
+    void a_jsonl_file_with_blank_lines_resumes_after_its_confirmed_records_not_before_the_first_blank_line() throws Exception {
+        // a blank line is a position with no record: the saved position must go past it, or the restart sends again
+        // every record confirmed after it
+        broker.declare(TASKS, java.util.Map.of("x-max-length", 5, "x-overflow", "reject-publish"));
+        StringBuilder jsonl = new StringBuilder();
+        for (int i = 0; i < 12; i++) {
+            jsonl.append("{\"reg_dt\":\"2015-03-02\",\"addr\":\"北京\",\"ent_table_name\":\"空行续传" + i + "\"}\n\n");
+        }
+        Files.writeString(INBOX.resolveSibling("t11i-resume-blank.tmp"), jsonl);
+        try (AppProcess first = node("t11i-resume-blank-1")) {
+            Files.move(INBOX.resolveSibling("t11i-resume-blank.tmp"), INBOX.resolve("twelve.jsonl"));
+            await().atMost(Duration.ofSeconds(60)).until(() -> Files.readString(first.log()).contains("broker failure after 5 confirmed"));
+            first.close();
+        }
+        List<String> ids = new java.util.ArrayList<>();
+        try (AppProcess second = node("t11i-resume-blank-2")) {
+            await().atMost(Duration.ofSeconds(60)).until(() -> {
+                broker.drain(TASKS).forEach(m -> ids.add(m.getProps().getMessageId())); // basic.get: none taken in flight
+                return Files.exists(INBOX.resolve(".done/twelve.jsonl")) && broker.count(TASKS) == 0 || !second.isAlive();
+            });
+            assertThat(INBOX.resolve(".done/twelve.jsonl")).as("see " + second.log()).exists();
+            assertThat(Files.readString(second.log())).as("resumed after the 5 confirmed records").contains("resuming after record 10 ");
+        }
+        assertThat(ids).as("every record once").hasSize(12).doesNotHaveDuplicates();
+    }
 }
