@@ -140,8 +140,20 @@ public final class LlmBalancer extends LoadBalancerSupport {
         });
     }
 
+    /**
+     * Records the call's outcome, then frees its slot: freed first, another task could take the slot of a backend that
+     * just refused the connection before its breaker opened, and call a dead server a second time.
+     */
     private void release(Exchange exchange, Attempts a, Backend b, RateWindow.Call rate, long start) {
-        b.inFlight.decrementAndGet();
+        try {
+            record(exchange, a, b, rate, start);
+        } finally {
+            b.inFlight.decrementAndGet();
+            backends.changed();
+        }
+    }
+
+    private void record(Exchange exchange, Attempts a, Backend b, RateWindow.Call rate, long start) {
         long nanos = System.nanoTime() - start;
         Throwable e = exchange.getException();
         if (e == null) {
@@ -169,7 +181,6 @@ public final class LlmBalancer extends LoadBalancerSupport {
                 LOG.warn("LLM call {} of a task failed on {}: {}", a.calls, b.id, failure.getMessage());
             }
         }
-        backends.changed();
     }
 
     /**
