@@ -141,7 +141,13 @@ public class ConfirmingPublisher {
             throw new PublishException(queue, 0, 0, "cannot declare queue '" + queue + "': " + describe(e), e);
         }
         int limit = Math.max(1, Math.min(inFlight, window));
-        return template.invoke(ops -> new Run(ops, queue, limit, onConfirmed).all(messages));
+        try {
+            return template.invoke(ops -> new Run(ops, queue, limit, onConfirmed).all(messages));
+        } catch (org.springframework.amqp.AmqpException e) {
+            // invoke opens the channel before the run: a broker gone since the queue was declared fails here, nothing sent
+            declared.remove(queue);
+            throw new PublishException(queue, 0, 0, "cannot publish to queue '" + queue + "': " + describe(e), e);
+        }
     }
 
     /**
