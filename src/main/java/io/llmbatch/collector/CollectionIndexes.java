@@ -16,6 +16,8 @@ import org.bson.Document;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
+import io.llmbatch.mongo.MongoErrors;
+
 /**
  * The collection's indexes: a unique one on {@code pid}, plain ones on {@code company} and {@code model_name}, as the
  * seed's collector made them, and one on {@code job}. Existing indexes are matched by their key, whatever their name (the seed's pymongo

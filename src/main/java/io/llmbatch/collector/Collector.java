@@ -1,5 +1,6 @@
 package io.llmbatch.collector;
 
+import io.llmbatch.mongo.MongoErrors;
 import io.llmbatch.mongo.WriteConcerns;
 import io.llmbatch.ops.Meters;
 import java.io.IOException;

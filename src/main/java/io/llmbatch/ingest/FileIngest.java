@@ -161,13 +161,22 @@ public class FileIngest {
                     progress.reject(new Record(m.position(), lineOf(m), null, e.getMessage(),
                             body.length() > MAX_RAW_CHARS ? body.substring(0, MAX_RAW_CHARS) + "..." : body));
                     LOG.warn("Inbox {}: the broker refused line {}: {}; going on with the rest", name, lineOf(m), e.getMessage());
-                } catch (PublishException e) {
+                } catch (PublishException | com.mongodb.MongoException e) {
+                    // the broker, or the job's ledger in MongoDB (each block's stored results are looked up and its tasks
+                    // entered before they are sent), failed or refused: the file waits where it is and resumes
                     if (stopping.getAsBoolean()) {
                         progress.stopped = true;
                         break;
                     }
-                    LOG.warn("Inbox {}: broker failure after {} confirmed task(s); resuming with the unconfirmed ones in {} s: {}",
-                            name, progress.published(), backoff / 1000, e.getMessage());
+                    String refusal = e instanceof com.mongodb.MongoException me ? io.llmbatch.mongo.MongoErrors.permanent(me) : null;
+                    if (refusal != null) {
+                        LOG.error("Inbox {}: MongoDB refused the job's ledger after {} confirmed task(s); retrying in {} s until "
+                                  + "someone fixes it: {}", name, progress.published(), backoff / 1000, refusal);
+                    } else {
+                        LOG.warn("Inbox {}: {} failure after {} confirmed task(s); resuming with the unconfirmed ones in {} s: {}",
+                                name, e instanceof PublishException ? "broker" : "MongoDB", progress.published(), backoff / 1000,
+                                e.getMessage());
+                    }
                     progress.stopped = !sleep(backoff, stopping);
                     backoff = Math.min(backoff * 2, MAX_BACKOFF_MILLIS);
                 }

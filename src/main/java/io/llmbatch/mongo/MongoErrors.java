@@ -1,4 +1,4 @@
-package io.llmbatch.collector;
+package io.llmbatch.mongo;
 
 import java.util.Map;
 
@@ -13,10 +13,10 @@ import com.mongodb.bulk.WriteConcernError;
  * or cannot be built, a write concern the deployment cannot satisfy) from an outage, which ends by itself. A
  * refusal is reported (readiness DOWN, one ERROR line) instead of being retried in silence.
  */
-final class MongoErrors {
+public final class MongoErrors {
 
     /** Server error codes that mean "not until someone changes something" (src/mongo/base/error_codes.yml). */
-    static final Map<Integer, String> PERMANENT = Map.ofEntries(
+    public static final Map<Integer, String> PERMANENT = Map.ofEntries(
             Map.entry(2, "BadValue"),
             Map.entry(9, "FailedToParse"),
             Map.entry(13, "Unauthorized"),
@@ -32,7 +32,7 @@ final class MongoErrors {
     }
 
     /** The reason when {@code e} is a refusal retrying will not change; null for an outage. */
-    static String permanent(MongoException e) {
+    public static String permanent(MongoException e) {
         if (e instanceof MongoSecurityException) {
             return "MongoDB refused the credentials: " + e.getMessage();
         }
@@ -45,11 +45,11 @@ final class MongoErrors {
     }
 
     /** Whether a write concern error can only end when the deployment or the setting changes. */
-    static boolean permanent(WriteConcernError error) {
+    public static boolean permanent(WriteConcernError error) {
         return error.getCode() != 64 && PERMANENT.containsKey(error.getCode()); // 64 WriteConcernFailed: wtimeout, may pass
     }
 
-    static String describe(WriteConcernError error) {
+    public static String describe(WriteConcernError error) {
         return (error.getCodeName().isEmpty() ? "code" : error.getCodeName()) + " (" + error.getCode() + "): " + error.getMessage();
     }
 
