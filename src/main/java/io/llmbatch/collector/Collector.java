@@ -163,10 +163,14 @@ public class Collector {
         for (int g = 0; g < groups.size(); g++) {
             List<Pending> group = groups.get(g);
             String name = group.get(0).collection();
+            boolean resolved = false;
             try {
-                written += write(name == null ? new Target(collection, indexes) : targets.apply(name), group);
+                Target target = name == null ? new Target(collection, indexes) : target(name);
+                resolved = true;
+                written += write(target, group);
             } catch (RuntimeException | Error e) {
-                for (List<Pending> rest : groups.subList(g + 1, groups.size())) { // not written: back to the queue too
+                // not written: back to the queue too (this group itself when its collection could not be had)
+                for (List<Pending> rest : groups.subList(resolved ? g + 1 : g, groups.size())) {
                     Map<String, List<Pending>> left = new LinkedHashMap<>();
                     rest.forEach(p -> left.computeIfAbsent(p.pid(), k -> new ArrayList<>()).add(p));
                     nack(left);
@@ -175,6 +179,28 @@ public class Collector {
             }
         }
         return written;
+    }
+
+    /**
+     * Another job's collection, its indexes checked at its first results: while MongoDB is unreachable this is retried
+     * with backoff like a write, nothing acknowledged (thrown once the collector stops).
+     */
+    private Target target(String name) {
+        long backoff = 500;
+        while (true) {
+            try {
+                return targets.apply(name);
+            } catch (MongoException e) {
+                if (!camelContext.isStarted() || camelContext.isStopping()) {
+                    throw e;
+                }
+                LOG.warn("Cannot check the MongoDB indexes of {} before its first results, retrying in {} ms (nothing "
+                         + "acknowledged): {}", name, backoff, e.getMessage());
+                Meters.retried("mongodb");
+                sleep(backoff);
+                backoff = Math.min(backoff * 2, MAX_BACKOFF_MILLIS);
+            }
+        }
     }
 
     /** Writes one collection's share of a batch (see {@link #write(List)}). */
@@ -234,6 +260,9 @@ public class Collector {
                     failure = permanent != null ? permanent : e.getMessage();
                     report(failure, permanent != null, false);
                 } catch (RuntimeException e) {
+                    if (!camelContext.isStarted() || camelContext.isStopping()) {
+                        throw e; // stopping: the client may be closed already (IllegalStateException), no document's fault
+                    }
                     // the driver cannot even encode the bulk (e.g. a document over 16 MB): find the culprit(s) one by one
                     for (Pending p : toWrite) {
                         try {

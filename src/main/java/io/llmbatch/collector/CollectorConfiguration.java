@@ -113,7 +113,7 @@ public class CollectorConfiguration implements CamelConfiguration {
         java.util.function.Function<String, Collector.Target> targets = name -> others.computeIfAbsent(name, n -> {
             MongoCollection<Document> c = db.getCollection(n).withWriteConcern(writeConcern.writeConcern());
             CollectionIndexes i = new CollectionIndexes(c);
-            i.ensure(); // throws while MongoDB is unreachable: the batch goes back to the queue and comes again
+            i.ensure(); // throws while MongoDB is unreachable: the collector retries with backoff, nothing acknowledged
             LOG.info("Collector: results of another job go to {}.{}", database, n);
             return new Collector.Target(c, i);
         });

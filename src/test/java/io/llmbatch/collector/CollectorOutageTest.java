@@ -146,4 +146,64 @@ class CollectorOutageTest {
         await().atMost(Duration.ofSeconds(5)).until(() -> broker.count(RESULTS) == 5);
         assertThat(a.isOpen()).isTrue();
     }
+
+    @Test
+    void results_of_a_jobs_collection_first_seen_while_mongodb_is_down_wait_and_are_written_once_it_is_back() throws Exception {
+        // as CollectorConfiguration makes the targets of other jobs: the collection's indexes are checked at its first use
+        java.util.Map<String, Collector.Target> others = new java.util.concurrent.ConcurrentHashMap<>();
+        Collector jobs = new Collector(mongo.collection(), name -> others.computeIfAbsent(name, n -> {
+            MongoCollection<Document> c = client.getDatabase("llm").getCollection(n);
+            CollectionIndexes i = new CollectionIndexes(c);
+            i.ensure();
+            return new Collector.Target(c, i);
+        }), "chatglm2_6b_int4", null, "unused.dlq", camel);
+        publish(0, 10);
+        Channel a = channel();
+        List<Collector.Pending> batch = held(a, 10).stream()
+                .map(p -> new Collector.Pending(p.pid(), p.document(), p.channel(), p.deliveryTag(), "t11c_other_job")).toList();
+
+        Mongo.stop();
+        CompletableFuture<Integer> write = CompletableFuture.supplyAsync(() -> jobs.write(batch));
+        Thread.sleep(3_000); // the index check fails (server selection 1 s) and is tried again
+        assertThat(write).as("waiting for MongoDB, not given up").isNotDone();
+
+        Mongo.start(MONGO_PORT);
+        assertThat(write.get(60, TimeUnit.SECONDS)).isEqualTo(10);
+        assertThat(client.getDatabase("llm").getCollection("t11c_other_job").countDocuments()).isEqualTo(10);
+        a.close();
+        assertThat(broker.count(RESULTS)).as("every held result acknowledged").isZero();
+    }
+
+    @Test
+    void a_mongodb_client_closed_by_a_forced_stop_sends_the_batch_back_instead_of_dead_lettering_it() throws Exception {
+        // the shutdown timeout expired while the write waited: Camel stopped and the process's MongoDB client closed, so
+        // the driver throws IllegalStateException ("state should be: open"), not a MongoException; a real publisher
+        // would dead-letter every result of the batch if that were taken for a document MongoDB cannot take
+        String dlq = RESULTS + ".dlq";
+        broker.purge(dlq);
+        org.springframework.amqp.rabbit.connection.CachingConnectionFactory connections =
+                new org.springframework.amqp.rabbit.connection.CachingConnectionFactory("127.0.0.1", 5672);
+        connections.setPublisherConfirmType(org.springframework.amqp.rabbit.connection.CachingConnectionFactory.ConfirmType.CORRELATED);
+        connections.setPublisherReturns(true);
+        try {
+            org.springframework.amqp.rabbit.core.RabbitTemplate template = new org.springframework.amqp.rabbit.core.RabbitTemplate(connections);
+            template.setMandatory(true);
+            io.llmbatch.rabbit.ConfirmingPublisher publisher = new io.llmbatch.rabbit.ConfirmingPublisher(template,
+                    new org.springframework.amqp.rabbit.core.RabbitAdmin(connections), 16, 5000, q -> java.util.Map.of(), 1 << 20);
+            MongoClient closing = MongoClients.create("mongodb://127.0.0.1:" + MONGO_PORT + "/?serverSelectionTimeoutMS=1000");
+            Collector stopping = new Collector(closing.getDatabase("llm").getCollection("company_intro"), "chatglm2_6b_int4",
+                    publisher, dlq, camel);
+            publish(0, 5);
+            Channel a = channel();
+            List<Collector.Pending> batch = held(a, 5);
+            camel.stop();
+            closing.close();
+            assertThatThrownBy(() -> stopping.write(batch)).isInstanceOf(IllegalStateException.class);
+            await().atMost(Duration.ofSeconds(5)).until(() -> broker.count(RESULTS) == 5);
+            assertThat(broker.count(dlq)).as("nothing dead-lettered").isZero();
+        } finally {
+            connections.destroy();
+            broker.reset(dlq);
+        }
+    }
 }
