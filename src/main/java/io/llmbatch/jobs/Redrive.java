@@ -92,58 +92,61 @@ public final class Redrive {
             if (!exists(connection, deadLetterQueue) || ch.queueDeclarePassive(deadLetterQueue).getMessageCount() == 0) {
                 return new Outcome(0, 0, 0); // no dead letter yet: a job's queue is declared with its first one
             }
-            List<Long> keep = new ArrayList<>();
-            while (true) {
-                List<GetResponse> batch = new ArrayList<>();
-                GetResponse r;
-                while (batch.size() < BATCH && (r = ch.basicGet(deadLetterQueue, false)) != null) {
-                    batch.add(r);
-                }
-                if (batch.isEmpty()) {
-                    break;
-                }
-                List<OutboundMessage> out = new ArrayList<>();
-                List<Jobs.Rendered> rendered = new ArrayList<>();
-                Map<Long, Long> tagOfPosition = new HashMap<>();
-                for (GetResponse d : batch) {
-                    Object why = d.getProps().getHeaders() == null ? null : d.getProps().getHeaders().get("x-llmbatch-reason");
-                    if (match != null && (why == null || !match.matcher(why.toString()).find())) {
-                        keep.add(d.getEnvelope().getDeliveryTag());
-                        left++;
-                        continue;
+            try {
+                while (true) {
+                    List<GetResponse> batch = new ArrayList<>();
+                    GetResponse r;
+                    while (batch.size() < BATCH && (r = ch.basicGet(deadLetterQueue, false)) != null) {
+                        batch.add(r);
                     }
-                    Jobs.Rendered task = render(job, d.getBody());
-                    if (task == null) {
-                        keep.add(d.getEnvelope().getDeliveryTag());
-                        unrenderable++;
-                        continue;
+                    if (batch.isEmpty()) {
+                        break;
                     }
-                    rendered.add(task);
-                    Map<String, Object> headers = new HashMap<>(task.headers());
-                    Object times = d.getProps().getHeaders() == null ? null : d.getProps().getHeaders().get("x-llmbatch-redriven");
-                    headers.put("x-llmbatch-redriven", times instanceof Number n ? n.intValue() + 1 : 1);
-                    headers.put(ConfirmingPublisher.SOURCE_HEADER, "redrive:" + deadLetterQueue);
-                    long position = out.size();
-                    tagOfPosition.put(position, d.getEnvelope().getDeliveryTag());
-                    out.add(new OutboundMessage(d.getBody(), d.getProps().getMessageId() != null ? d.getProps().getMessageId()
-                            : Tasks.messageId((ObjectNode) Tasks.JSON.readTree(d.getBody())), headers, position));
+                    List<OutboundMessage> out = new ArrayList<>();
+                    List<Jobs.Rendered> rendered = new ArrayList<>();
+                    Map<Long, Long> tagOfPosition = new HashMap<>();
+                    for (GetResponse d : batch) {
+                        Object why = d.getProps().getHeaders() == null ? null : d.getProps().getHeaders().get("x-llmbatch-reason");
+                        if (match != null && (why == null || !match.matcher(why.toString()).find())) {
+                            left++;
+                            continue;
+                        }
+                        Jobs.Rendered task = render(job, d.getBody());
+                        if (task == null) {
+                            unrenderable++;
+                            continue;
+                        }
+                        rendered.add(task);
+                        Map<String, Object> headers = new HashMap<>(task.headers());
+                        Object times = d.getProps().getHeaders() == null ? null : d.getProps().getHeaders().get("x-llmbatch-redriven");
+                        headers.put("x-llmbatch-redriven", times instanceof Number n ? n.intValue() + 1 : 1);
+                        headers.put(ConfirmingPublisher.SOURCE_HEADER, "redrive:" + deadLetterQueue);
+                        long position = out.size();
+                        tagOfPosition.put(position, d.getEnvelope().getDeliveryTag());
+                        out.add(new OutboundMessage(d.getBody(), d.getProps().getMessageId() != null ? d.getProps().getMessageId()
+                                : Tasks.messageId((ObjectNode) Tasks.JSON.readTree(d.getBody())), headers, position));
+                    }
+                    if (!out.isEmpty()) {
+                        if (store != null) {
+                            store.admit(job, rendered, true);
+                        }
+                        try {
+                            publisher.publish(tasksQueue, out.iterator(), position -> ack(ch, tagOfPosition.get(position)));
+                            moved += out.size();
+                        } catch (PublishException e) {
+                            moved += e.confirmed();
+                            LOG.warn("Re-drive of {} stopped: {} (moved {}; the rest stays dead-lettered)", deadLetterQueue, e.getMessage(), moved);
+                            break; // what was not confirmed goes back to the dead-letter queue below
+                        }
+                    }
                 }
-                if (!out.isEmpty()) {
-                    if (store != null) {
-                        store.admit(job, rendered, true);
-                    }
-                    try {
-                        publisher.publish(tasksQueue, out.iterator(), position -> ack(ch, tagOfPosition.get(position)));
-                        moved += out.size();
-                    } catch (PublishException e) {
-                        moved += e.confirmed();
-                        LOG.warn("Re-drive of {} stopped: {} (moved {}; the rest stays dead-lettered)", deadLetterQueue, e.getMessage(), moved);
-                        break; // what was not confirmed is returned to the dead-letter queue when this channel closes
-                    }
+            } finally {
+                // every dead letter taken and not acknowledged (kept back, not renderable, not confirmed, or the run
+                // failed: MongoDB, the broker) goes back now: the channel returns to the connection factory's cache
+                // open, and would hold them unacknowledged until it closes
+                if (ch.isOpen()) {
+                    ch.basicNack(0, true, true);
                 }
-            }
-            for (long tag : keep) {
-                ch.basicNack(tag, false, true);
             }
         } catch (java.util.concurrent.TimeoutException e) {
             throw new IOException("the broker did not close the re-drive channel in time", e);

@@ -49,7 +49,7 @@ import static org.awaitility.Awaitility.await;
         "llmbatch.ingest.inbox=target/t13-jobs/inbox",
         "llmbatch.jobs.dir=target/t13-jobs/jobs",
         "llmbatch.llm.endpoints=http://127.0.0.1:21200;slots=4;api=openai",
-        "llmbatch.mongodb.uri=mongodb://127.0.0.1:21201",
+        "llmbatch.mongodb.uri=mongodb://127.0.0.1:21201/?serverSelectionTimeoutMS=2000",
         "llmbatch.collector.batch-timeout=300",
         "camel.server.port=21202",
         "camel.main.routesReloadEnabled=false" })
@@ -295,6 +295,28 @@ class JobsTest {
             left.add(String.valueOf(d.getProps().getHeaders().get("x-llmbatch-reason")));
         }
         assertThat(left).hasSize(2).allSatisfy(r -> assertThat(r).contains("max-prompt-chars"));
+    }
+
+    @Test
+    void a_redrive_that_mongodb_fails_leaves_every_dead_letter_in_its_queue_at_once() throws Exception {
+        String dlq = "t13_jobs_tasks.dlq.product_category";
+        for (int i = 0; i < 3; i++) {
+            broker.publish(dlq, ("{\"sku\": \"r" + i + "\", \"title\": \"键盘" + i + "\"}").getBytes(StandardCharsets.UTF_8), "redrive-" + i);
+        }
+        Mongo.stop(); // the re-driven tasks are entered in the job's ledger before they are published
+        try {
+            Http.Answer failed = post("/api/jobs/product_category/redrive", "");
+            assertThat(failed.status()).as(failed.json().toString()).isEqualTo(503);
+            // back in the queue now, not held unacknowledged by the ingest node until its channel closes
+            await().atMost(Duration.ofSeconds(5)).until(() -> broker.count(dlq) == 3);
+        } finally {
+            Mongo.start(21201);
+        }
+        Http.Answer again = post("/api/jobs/product_category/redrive", "");
+        assertThat(again.status()).as(again.json().toString()).isEqualTo(200);
+        assertThat(again.json().get("moved").asInt()).isEqualTo(3);
+        await().atMost(Duration.ofSeconds(30)).until(() -> db.getCollection("product_category").countDocuments() == 3);
+        assertThat(broker.count(dlq)).isZero();
     }
 
     @Test
