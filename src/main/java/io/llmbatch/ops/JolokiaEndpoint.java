@@ -196,10 +196,15 @@ public final class JolokiaEndpoint extends ServiceSupport implements JolokiaPlat
         HttpServerRequest req = ctx.request();
         String needed = "operations (exec) and writes need a POST with a JSON body and Content-Type: application/json";
         if (req.method() == HttpMethod.GET) {
-            // what Jolokia will read the request from: the p parameter, else the path after /observe/jolokia
-            String path = req.getParam("p") != null ? req.getParam("p") : Utils.pathOffset(req.path(), ctx);
-            String type = path.replaceFirst("^/+", "").split("/", 2)[0].toLowerCase(java.util.Locale.ROOT);
-            return CHANGING_TYPES.contains(type) ? needed : null;
+            // Jolokia reads the request from the path after /observe/jolokia, or from the p parameter when the path is
+            // empty: neither may name an operation or a write (a check of p alone let ".../exec/...?p=/version" run)
+            for (String path : new String[] { Utils.pathOffset(req.path(), ctx), req.getParam("p") }) {
+                String type = path == null ? "" : path.replaceFirst("^/+", "").split("/", 2)[0].toLowerCase(java.util.Locale.ROOT);
+                if (CHANGING_TYPES.contains(type)) {
+                    return needed;
+                }
+            }
+            return null;
         }
         if (req.method() != HttpMethod.POST) {
             return "only GET (reads) and POST";
@@ -220,7 +225,8 @@ public final class JolokiaEndpoint extends ServiceSupport implements JolokiaPlat
             }
             return null;
         } catch (IOException e) {
-            return null; // not JSON: Jolokia answers with its parse error
+            // not JSON to us (invalid UTF-8, say) may still be JSON to Jolokia's lenient reader: refused, not waved through
+            return needed + " (this one has Content-Type: " + req.getHeader(HttpHeaders.CONTENT_TYPE) + " and a body that is not JSON)";
         }
     }
 

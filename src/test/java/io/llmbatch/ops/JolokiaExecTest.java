@@ -108,6 +108,33 @@ class JolokiaExecTest {
     }
 
     @Test
+    void an_operation_over_get_with_a_harmless_p_parameter_is_refused() throws Exception {
+        // Jolokia reads the request from the path when there is one and from p only when there is none: a check that
+        // believed p would let <img src=".../exec/...stop()?p=/version"> through
+        HttpResponse<String> answer = send(to(stopOverGet() + "?p=/version").GET());
+        assertThat(answer.statusCode()).as(answer.body()).isEqualTo(405);
+        assertThat(route()).isEqualTo(ServiceStatus.Started);
+        HttpResponse<String> viaP = send(to("/observe/jolokia/?p=" + stopOverGet().substring("/observe/jolokia".length())).GET());
+        assertThat(viaP.statusCode()).as(viaP.body()).isEqualTo(405);
+        assertThat(route()).isEqualTo(ServiceStatus.Started);
+    }
+
+    @Test
+    void a_form_post_whose_body_is_not_json_for_our_parser_is_refused() throws Exception {
+        // invalid UTF-8 makes Jackson refuse the body, while Jolokia's reader turns the byte into U+FFFD and runs the
+        // exec: a body we cannot read is refused, not waved through
+        byte[] body = (stopJson().substring(0, stopJson().length() - 1) + ",\"x\":\"").getBytes(java.nio.charset.StandardCharsets.UTF_8);
+        byte[] bad = java.util.Arrays.copyOf(body, body.length + 3);
+        bad[body.length] = (byte) 0xFF;
+        bad[body.length + 1] = '"';
+        bad[body.length + 2] = '}';
+        HttpResponse<String> answer = send(to("/observe/jolokia").POST(HttpRequest.BodyPublishers.ofByteArray(bad))
+                .header("Content-Type", "text/plain"));
+        assertThat(answer.statusCode()).as(answer.body()).isEqualTo(415);
+        assertThat(route()).isEqualTo(ServiceStatus.Started);
+    }
+
+    @Test
     void what_a_cross_site_form_can_post_cannot_run_an_operation() throws Exception {
         for (String type : new String[] { "text/plain", "text/plain;charset=UTF-8", "application/x-www-form-urlencoded",
                                           "multipart/form-data; boundary=x", null }) {
