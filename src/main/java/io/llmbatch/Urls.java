@@ -38,4 +38,15 @@ public final class Urls {
         String masked = scheme < 0 || at < scheme ? url : url.substring(0, scheme + 3) + "***" + url.substring(at);
         return SECRET_PARAM.matcher(masked).replaceAll("$1***");
     }
+
+    /**
+     * Whether a Host header (name and optional port) names this machine's loopback: localhost, 127.x.x.x or [::1]. A
+     * server on loopback asked under any other name is reached by a page that made its own name resolve to 127.0.0.1
+     * (DNS rebinding).
+     */
+    public static boolean isLoopbackName(String hostHeader) {
+        String name = hostHeader.startsWith("[") ? hostHeader.substring(0, hostHeader.indexOf(']') + 1)
+                : hostHeader.replaceFirst(":\\d*$", "");
+        return name.equalsIgnoreCase("localhost") || name.equals("[::1]") || name.equals("::1") || name.matches("127(\\.\\d{1,3}){3}");
+    }
 }

@@ -147,17 +147,11 @@ public class HttpIngest {
             throw new IngestException(403, "cross-site request refused: Sec-Fetch-Site is " + site
                                            + " (a web page of another site or origin may not publish tasks)");
         }
-        if (token == null && host != null && !isLoopbackName(host)) {
+        if (token == null && host != null && !io.llmbatch.Urls.isLoopbackName(host)) {
             throw new IngestException(403, "Host " + host + " is not a loopback name: without llmbatch.ingest.token this node "
                                            + "answers only 127.0.0.1, localhost or [::1] (a page reaching it under its own "
                                            + "name, by DNS rebinding, is refused)");
         }
-    }
-
-    private static boolean isLoopbackName(String hostHeader) {
-        String name = hostHeader.startsWith("[") ? hostHeader.substring(0, hostHeader.indexOf(']') + 1)
-                : hostHeader.replaceFirst(":\\d*$", "");
-        return name.equalsIgnoreCase("localhost") || name.equals("[::1]") || name.equals("::1") || name.matches("127(\\.\\d{1,3}){3}");
     }
 
     /** The host (and port) the client asked for: the Host header, or HTTP/2's :authority. */

@@ -134,6 +134,30 @@ class JolokiaExecTest {
         assertThat(route()).isEqualTo(ServiceStatus.Started);
     }
 
+    /** The status of a GET sent with this Host header (java.net.http will not send a Host of our choosing). */
+    int statusWithHost(String path, String host) throws Exception {
+        try (java.net.Socket socket = new java.net.Socket("127.0.0.1", managementPort(context))) {
+            socket.getOutputStream().write(("GET " + path + " HTTP/1.1\r\nHost: " + host + "\r\nConnection: close\r\n\r\n")
+                    .getBytes(java.nio.charset.StandardCharsets.US_ASCII));
+            String status = new java.io.BufferedReader(new java.io.InputStreamReader(socket.getInputStream(),
+                    java.nio.charset.StandardCharsets.US_ASCII)).readLine();
+            return Integer.parseInt(status.split(" ")[1]);
+        }
+    }
+
+    @Test
+    void a_page_reaching_the_port_under_its_own_name_is_refused() throws Exception {
+        // DNS rebinding: a page whose own name now resolves to 127.0.0.1 is same-origin with the port, sends no Origin,
+        // and could read Jolokia, health and metrics, but its Host header is its own name
+        int port = managementPort(context);
+        for (String path : new String[] { "/observe/health", "/observe/metrics", "/observe/jolokia/version" }) {
+            assertThat(statusWithHost(path, "rebind.example:" + port)).as(path).isEqualTo(403);
+            assertThat(statusWithHost(path, "127.0.0.1:" + port)).as(path).isIn(200, 503);
+            assertThat(statusWithHost(path, "localhost:" + port)).as(path).isIn(200, 503);
+            assertThat(statusWithHost(path, "[::1]:" + port)).as(path).isIn(200, 503);
+        }
+    }
+
     @Test
     void what_a_cross_site_form_can_post_cannot_run_an_operation() throws Exception {
         for (String type : new String[] { "text/plain", "text/plain;charset=UTF-8", "application/x-www-form-urlencoded",
