@@ -440,6 +440,10 @@ public class HttpIngest {
                     answer.put("unconfirmed", ie.unconfirmed());
                 }
             }
+        } else if (e instanceof io.llmbatch.jobs.Jobs.BrokenJobException be) {
+            status = 500; // the server's job file, not the request: said as it is, without a stack trace
+            answer.put("error", be.getMessage());
+            LOG.warn("Ingest refused: {}", be.getMessage());
         } else if (e instanceof com.mongodb.MongoException me) {
             status = 503;
             answer.put("error", "MongoDB unavailable (the job's results are looked up before its tasks are published), nothing "

@@ -114,6 +114,8 @@ public class IngestConfiguration implements CamelConfiguration {
         } catch (RuntimeException e) {
             throw new IllegalStateException("llmbatch.jobs.default: " + e.getMessage(), e);
         }
+        jobs.broken().forEach((name, problem) -> org.slf4j.LoggerFactory.getLogger(IngestConfiguration.class)
+                .warn("{} (its tasks are refused until then)", problem));
         MongoConfiguration.Mongo mongo = MongoConfiguration.orNull(camelContext);
         JobStore store = mongo == null ? null : new JobStore(mongo.database());
         TaskRenderer renderer = new TaskRenderer(jobs, store, publisher);

@@ -82,6 +82,13 @@ public final class Jobs {
         }
     }
 
+    /** A job file that is there but cannot be used (a mistake in it): its tasks are refused until it is fixed. */
+    public static class BrokenJobException extends RuntimeException {
+        public BrokenJobException(String message, Throwable cause) {
+            super(message, cause);
+        }
+    }
+
     private record Loaded(FileTime modified, JobDefinition job) {
     }
 
@@ -126,7 +133,12 @@ public final class Jobs {
             FileTime modified = Files.getLastModifiedTime(file);
             Loaded l = cache.get(name);
             if (l == null || !l.modified().equals(modified)) {
-                l = new Loaded(modified, JobDefinition.read(file));
+                try {
+                    l = new Loaded(modified, JobDefinition.read(file));
+                } catch (IllegalArgumentException e) {
+                    cache.remove(name);
+                    throw new BrokenJobException("job '" + name + "' cannot be used until its file is fixed: " + e.getMessage(), e);
+                }
                 cache.put(name, l);
             }
             return l.job();
@@ -138,8 +150,24 @@ public final class Jobs {
             if (l != null) {
                 return l.job(); // being replaced (an editor's rename): the version read before
             }
-            throw new IllegalStateException("cannot read " + file + ": " + e.getMessage(), e);
+            throw new BrokenJobException("job '" + name + "' cannot be used until its file is fixed: cannot read " + file + ": "
+                                         + e.getMessage(), e);
         }
+    }
+
+    /** Each job file that cannot be used now, and why (a mistake in it, YAML that does not parse). */
+    public Map<String, String> broken() {
+        Map<String, String> broken = new java.util.TreeMap<>();
+        for (String n : names()) {
+            try {
+                get(n);
+            } catch (BrokenJobException e) {
+                broken.put(n, e.getMessage());
+            } catch (UnknownJobException e) {
+                // removed meanwhile
+            }
+        }
+        return broken;
     }
 
     /** The names of every job file. */
@@ -152,7 +180,7 @@ public final class Jobs {
         }
     }
 
-    /** Every job whose file can be read; those that cannot are skipped (their problem is reported when named). */
+    /** Every job whose file can be read; those that cannot are left out (see {@link #broken}). */
     public List<JobDefinition> all() {
         List<JobDefinition> all = new ArrayList<>();
         for (String n : names()) {

@@ -73,6 +73,12 @@ public final class JobsApi {
             }
             all.add(row);
         }
+        jobs.broken().forEach((name, problem) -> { // listed, so a mistake in a job file shows where jobs are looked at
+            Map<String, Object> row = new LinkedHashMap<>();
+            row.put("name", name);
+            row.put("error", problem);
+            all.add(row);
+        });
         return json(exchange, 200, Map.of("jobs", all));
     }
 

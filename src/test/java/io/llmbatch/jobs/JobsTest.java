@@ -320,6 +320,31 @@ class JobsTest {
     }
 
     @Test
+    void a_job_file_with_a_mistake_is_listed_with_it_and_its_tasks_are_refused_saying_it() throws Exception {
+        Path broken = BASE.resolve("jobs/t14_broken.yaml");
+        Files.writeString(broken, "prompt: prompts/product_category.txt\nrequired_fields: [sku, title]\nchecks: {min_chars: 300, max_chars: 200}\n");
+        try {
+            JsonNode listed = null;
+            for (JsonNode j : Http.get(PORT, "/api/jobs").json().get("jobs")) {
+                if (j.get("name").asText().equals("t14_broken")) {
+                    listed = j;
+                }
+            }
+            assertThat(listed).as("listed, not left out").isNotNull();
+            assertThat(listed.get("error").asText()).contains("t14_broken.yaml", "'checks.min_chars' (300) is more than");
+
+            Http.Answer refused = post("/api/jobs/t14_broken/tasks", "[{\"sku\": \"1\"}]");
+            assertThat(refused.status()).isEqualTo(500);
+            assertThat(refused.json().get("error").asText())
+                    .startsWith("job 't14_broken' cannot be used until its file is fixed")
+                    .contains("'checks.min_chars' (300) is more than").doesNotContain("java.lang");
+            assertThat(broker.count("t13_jobs_tasks")).isZero();
+        } finally {
+            Files.delete(broken);
+        }
+    }
+
+    @Test
     void tasks_of_an_unknown_job_or_without_the_jobs_fields_are_refused_saying_why() throws Exception {
         Http.Answer unknown = post("/api/jobs/no_such_job/tasks", "[{\"sku\": \"1\"}]");
         assertThat(unknown.status()).isEqualTo(404);
