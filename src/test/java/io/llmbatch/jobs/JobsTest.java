@@ -319,6 +319,47 @@ class JobsTest {
         assertThat(broker.count(dlq)).isZero();
     }
 
+    /** Drops a file into the job's inbox directory (written beside, moved in at once) and waits until it is done. */
+    void dropDone(String job, String name, String content) throws Exception {
+        Files.createDirectories(BASE.resolve("inbox").resolve(job));
+        Path tmp = Files.writeString(BASE.resolve("drop-" + name + ".tmp"), content);
+        Files.move(tmp, BASE.resolve("inbox").resolve(job).resolve(name));
+        await().atMost(Duration.ofSeconds(20)).until(() -> Files.exists(BASE.resolve("inbox/.done").resolve(job).resolve(name)));
+    }
+
+    @Test
+    void force_in_an_inbox_file_name_or_in_the_job_generates_stored_tasks_again() throws Exception {
+        String tasks = products(100, 110);
+        assertThat(post("/api/jobs/product_category/tasks", tasks, "Content-Type", "application/x-ndjson").json()
+                .get("published").asInt()).isEqualTo(10);
+        await().atMost(Duration.ofSeconds(30)).until(() -> db.getCollection("product_category").countDocuments() == 10);
+        long calls = SIM.posts();
+
+        // the same tasks as a file: every result is stored from the same request, none is sent
+        dropDone("product_category", "again.jsonl", tasks);
+        assertThat(broker.count("t13_jobs_tasks")).isZero();
+        assertThat(SIM.posts()).isEqualTo(calls);
+        assertThat(job("product_category").get("skipped").asLong()).isEqualTo(10);
+
+        // .force. in the file's name: all ten generated again
+        dropDone("product_category", "again.force.jsonl", tasks);
+        await().atMost(Duration.ofSeconds(30)).until(() -> SIM.posts() == calls + 10 && broker.count("t13_jobs_tasks") == 0);
+
+        // force: true in the job: the same request is generated again, from any source
+        Path file = BASE.resolve("jobs/product_category.yaml");
+        String definition = Files.readString(file);
+        Files.writeString(file, definition + "force: true\n");
+        try {
+            Http.Answer forced = post("/api/jobs/product_category/tasks", tasks, "Content-Type", "application/x-ndjson");
+            assertThat(forced.json().get("published").asInt()).as(forced.json().toString()).isEqualTo(10);
+            assertThat(forced.json().get("skipped").asInt()).isZero();
+            await().atMost(Duration.ofSeconds(30)).until(() -> SIM.posts() == calls + 20 && broker.count("t13_jobs_tasks") == 0);
+        } finally {
+            Files.writeString(file, definition);
+        }
+        assertThat(db.getCollection("product_category").countDocuments()).as("updated, none added").isEqualTo(10);
+    }
+
     @Test
     void a_job_file_with_a_mistake_is_listed_with_it_and_its_tasks_are_refused_saying_it() throws Exception {
         Path broken = BASE.resolve("jobs/t14_broken.yaml");
