@@ -119,7 +119,7 @@ public record Endpoint(String url, Api api, int slots, String model, String apiK
                     if (key.startsWith("header.") && key.length() > 7) {
                         headers.put(key.substring(7), value);
                     } else {
-                        throw new IllegalArgumentException("llmbatch.llm.endpoints: unknown option '" + key + "' in '" + entry
+                        throw new IllegalArgumentException("llmbatch.llm.endpoints: unknown option '" + key + "' in '" + shown(entry)
                                                            + "' (" + OPTIONS + ")");
                     }
                 }
@@ -143,14 +143,19 @@ public record Endpoint(String url, Api api, int slots, String model, String apiK
             }
             return n;
         } catch (NumberFormatException e) {
-            throw new IllegalArgumentException("llmbatch.llm.endpoints: " + key + " must be a whole number in '" + entry + "'");
+            throw new IllegalArgumentException("llmbatch.llm.endpoints: " + key + " must be a whole number in '" + shown(entry) + "'");
         }
     }
 
     private static String nonEmpty(String entry, String key, String value) {
         if (value.isEmpty()) {
-            throw new IllegalArgumentException("llmbatch.llm.endpoints: " + key + " needs a value in '" + entry + "'");
+            throw new IllegalArgumentException("llmbatch.llm.endpoints: " + key + " needs a value in '" + shown(entry) + "'");
         }
         return value;
+    }
+
+    /** An entry as an error may show it: the values of its ;header.Name= options (a key, as some servers take one) hidden. */
+    static String shown(String entry) {
+        return entry.replaceAll("(;\\s*header\\.[^=;]*=)[^;]*", "$1***");
     }
 }

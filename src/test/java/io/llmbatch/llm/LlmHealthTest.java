@@ -90,6 +90,11 @@ class LlmHealthTest {
                 .hasMessageContaining("chatglm or openai");
         org.assertj.core.api.Assertions.assertThatThrownBy(() -> Endpoint.parseAll("http://h:1;header.Authorization=Bearer x", "openai"))
                 .hasMessageContaining("from the environment");
+        // a key some servers take in a header of their own (api-key, x-api-key) is not shown when another option is wrong
+        org.assertj.core.api.Assertions.assertThatThrownBy(() -> Endpoint.parseAll("http://h:1;header.api-key=sk-secret1;slots=x", "openai"))
+                .hasMessageContaining("slots must be a whole number", "header.api-key=***").hasMessageNotContaining("sk-secret1");
+        org.assertj.core.api.Assertions.assertThatThrownBy(() -> Endpoint.parseAll("http://h:1;header.x-api-key=sk-secret2;slot=2", "openai"))
+                .hasMessageContaining("unknown option 'slot'").hasMessageNotContaining("sk-secret2");
         org.assertj.core.api.Assertions.assertThatThrownBy(() -> Endpoint.parseAll("http://u:secret@h:1", "openai"))
                 .hasMessageContaining("api-key-env").hasMessageNotContaining("secret");
         org.assertj.core.api.Assertions.assertThatThrownBy(() -> backends("http://h:1;api-key-env=LLMBATCH_NO_SUCH_VAR"))
