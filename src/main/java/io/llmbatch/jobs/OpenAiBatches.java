@@ -75,6 +75,20 @@ public final class OpenAiBatches {
     private static final int MAX_ERRORS = 1000;
     /** How long a cancelled batch stays on the list the workers read (its lines may wait that long behind other work). */
     private static final long CANCELLED_LIST_SECONDS = 7 * 24 * 3600;
+    /**
+     * A batch's lines are being queued while its {@code x_queuing} (seconds) is this recent: the node queuing them renews
+     * it as it reads; older, that node stopped midway (killed), and the lines not stored are queued again.
+     */
+    private static final long QUEUING_LEASE_SECONDS = 60;
+    private static final long QUEUING_RENEW_SECONDS = 10;
+    /** A batch still validating this long after it was created was cut off (validation reads the file once, in seconds). */
+    private static final long VALIDATION_CUT_OFF_SECONDS = 3600;
+    /** Queues again the lines of batches whose queuing was cut off (one at a time, off the request threads). */
+    private static final java.util.concurrent.ExecutorService REQUEUE = java.util.concurrent.Executors.newSingleThreadExecutor(r -> {
+        Thread t = new Thread(r, "llmbatch-batch-requeue");
+        t.setDaemon(true);
+        return t;
+    });
 
     private final BatchFiles files;
     private final MongoCollection<Document> batches;
@@ -278,14 +292,15 @@ public final class OpenAiBatches {
             results.bulkWrite(writes);
         }
         long started = batches.updateOne(Filters.and(Filters.eq("_id", id), Filters.eq("status", "validating")), Updates.combine(
-                Updates.set("status", "in_progress"), Updates.set("in_progress_at", now()), Updates.set("request_counts.total", v.lines)))
-                .getModifiedCount();
+                Updates.set("status", "in_progress"), Updates.set("in_progress_at", now()), Updates.set("request_counts.total", v.lines),
+                Updates.set("x_queuing", now()))).getModifiedCount();
         if (started == 0) { // cancelled while it was being validated: nothing is queued, the lines refused above stay counted
             batches.updateOne(Filters.eq("_id", id), Updates.set("request_counts.total", (long) v.invalidRequests.size()));
             return json(exchange, 200, refresh(batches.find(Filters.eq("_id", id)).first()));
         }
-        try (Lines lines = new Lines(id, inputFileId, v.invalidLines)) {
+        try (Lines lines = new Lines(id, inputFileId, v.invalidLines, Set.of())) {
             ConfirmingPublisher.Confirmed queued = publisher.publish(tasksQueue, lines, null);
+            batches.updateOne(Filters.eq("_id", id), Updates.unset("x_queuing"));
             LOG.info("Batch {}: {} line(s) of {} queued to {}, {} refused as requests", id, queued.count(), inputFileId, tasksQueue,
                     v.invalidRequests.size());
         } catch (PublishException | io.llmbatch.rabbit.MessageRefusedException e) {
@@ -293,10 +308,38 @@ public final class OpenAiBatches {
                     .append("message", "the broker did not take every line (" + e.getMessage() + "); lines it took may still run")
                     .append("param", null).append("line", null)));
             batches.updateOne(Filters.eq("_id", id), Updates.combine(Updates.set("status", "failed"), Updates.set("failed_at", now()),
-                    Updates.set("errors", errors)));
+                    Updates.set("errors", errors), Updates.unset("x_queuing")));
             LOG.warn("Batch {} failed: its lines could not all be queued: {}", id, e.getMessage());
         }
         return json(exchange, 200, refresh(batches.find(Filters.eq("_id", id)).first()));
+    }
+
+    /**
+     * The node that queued a batch's lines stopped midway (its lease ran out): this node takes the lease over and queues
+     * again, in the background, every line of the input file that has no stored result. A line queued before the stop
+     * and not yet stored runs twice; its key keeps one result.
+     */
+    private void requeue(Document b, long lease) {
+        String id = b.getString("_id");
+        if (batches.updateOne(Filters.and(Filters.eq("_id", id), Filters.eq("status", "in_progress"), Filters.eq("x_queuing", lease)),
+                Updates.set("x_queuing", now())).getModifiedCount() == 0) {
+            return; // another request took it over
+        }
+        REQUEUE.execute(() -> {
+            try {
+                Set<String> stored = new java.util.HashSet<>();
+                results.find(Filters.eq("batch_id", id)).projection(new Document("pid", 1))
+                        .forEach(d -> stored.add(d.getString("pid")));
+                try (Lines lines = new Lines(id, b.getString("input_file_id"), Set.of(), stored)) {
+                    long queued = publisher.publish(tasksQueue, lines, null).count();
+                    batches.updateOne(Filters.eq("_id", id), Updates.unset("x_queuing"));
+                    LOG.warn("Batch {}: its queuing was cut off (the node queuing it stopped); {} line(s) without a result queued again",
+                            id, queued);
+                }
+            } catch (RuntimeException e) { // the lease runs out again: a later look at the batch tries once more
+                LOG.warn("Batch {}: cannot queue its remaining lines again yet: {}", id, e.getMessage());
+            }
+        });
     }
 
     /** {@code GET /v1/batches/{id}}: the Batch object, its status and counts from the stored results. */
@@ -390,10 +433,23 @@ public final class OpenAiBatches {
      */
     Map<String, Object> refresh(Document b) throws IOException {
         String status = b.getString("status");
+        if ("validating".equals(status) && b.get("created_at", Number.class).longValue() < now() - VALIDATION_CUT_OFF_SECONDS) {
+            // the node that took the batch stopped while validating it: said, instead of validating forever
+            Document errors = new Document("object", "list").append("data", List.of(new Document("code", "server_error")
+                    .append("message", "validation was cut off (the node that received the batch stopped): create the batch again")
+                    .append("param", null).append("line", null)));
+            batches.updateOne(Filters.and(Filters.eq("_id", b.getString("_id")), Filters.eq("status", "validating")), Updates.combine(
+                    Updates.set("status", "failed"), Updates.set("failed_at", now()), Updates.set("errors", errors)));
+            return batchObject(batches.find(Filters.eq("_id", b.getString("_id"))).first());
+        }
         if (!List.of("in_progress", "cancelling", "finalizing").contains(status)) {
             return batchObject(b);
         }
         String id = b.getString("_id");
+        if ("in_progress".equals(status) && b.get("x_queuing") instanceof Number lease
+            && lease.longValue() < now() - QUEUING_LEASE_SECONDS) {
+            requeue(b, lease.longValue());
+        }
         if ("in_progress".equals(status) && now() > b.get("expires_at", Number.class).longValue() && b.get("x_final") == null) {
             batches.updateOne(Filters.eq("_id", id), Updates.combine(Updates.set("x_final", "expired"), Updates.set("cancelling_at", now())));
             tellWorkers();
@@ -593,13 +649,17 @@ public final class OpenAiBatches {
         private final String batchId;
         private final BufferedReader reader;
         private final Set<Long> skip;
+        private final Set<String> stored;
         private long n;
         private OutboundMessage next;
+        private long renewed = now();
 
-        Lines(String batchId, String fileId, Set<Long> skip) {
+        /** @param skip line numbers not to queue; {@code stored} pids of lines whose result is stored (not queued either) */
+        Lines(String batchId, String fileId, Set<Long> skip, Set<String> stored) {
             this.batchId = batchId;
             this.reader = new BufferedReader(new InputStreamReader(files.open(fileId), StandardCharsets.UTF_8));
             this.skip = skip;
+            this.stored = stored;
         }
 
         @Override
@@ -616,8 +676,15 @@ public final class OpenAiBatches {
                     throw new IllegalStateException("cannot read the input file again: " + e.getMessage(), e);
                 }
                 n++;
+                if (now() - renewed >= QUEUING_RENEW_SECONDS) { // still at it: the lease stays ours
+                    renewed = now();
+                    batches.updateOne(Filters.eq("_id", batchId), Updates.set("x_queuing", renewed));
+                }
                 if (!text.isBlank() && !skip.contains(n)) {
-                    next = task(batchId, text, n);
+                    OutboundMessage m = task(batchId, text, n);
+                    if (!stored.contains(String.valueOf(m.headers().get(Jobs.PID)))) {
+                        next = m;
+                    }
                 }
             }
             return true;

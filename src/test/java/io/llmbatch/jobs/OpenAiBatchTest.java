@@ -150,6 +150,65 @@ class OpenAiBatchTest {
         assertThat(endpoint.json().at("/error/param").asText()).isEqualTo("endpoint");
     }
 
+    @Test
+    void a_batch_whose_node_stopped_while_queuing_its_lines_has_the_rest_queued_again_and_completes() throws Exception {
+        // What an ingest node killed -9 while queuing a batch leaves (a kill cannot be timed inside the few milliseconds
+        // this takes here): the batch in_progress with every line counted, its queuing lease not renewed for two minutes,
+        // line 0 run and stored before the stop, the other lines never queued. Any later look at the batch queues again
+        // the lines without a result, and the batch completes.
+        StringBuilder jsonl = new StringBuilder();
+        for (int i = 0; i < 6; i++) {
+            jsonl.append("{\"custom_id\": \"resume-").append(i).append("\", \"method\": \"POST\", \"url\": \"/v1/chat/completions\", ")
+                    .append("\"body\": {\"model\": \"gpt-4o-mini\", \"messages\": [{\"role\": \"user\", \"content\": \"续排 ")
+                    .append(i).append("\"}]}}\n");
+        }
+        String boundary = "----t14resume";
+        String form = "--" + boundary + "\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n--" + boundary
+                      + "\r\nContent-Disposition: form-data; name=\"file\"; filename=\"resume.jsonl\"\r\nContent-Type: application/jsonl\r\n\r\n"
+                      + jsonl + "\r\n--" + boundary + "--\r\n";
+        var upload = Http.exchange(PORT, "/v1/files", form.getBytes(StandardCharsets.UTF_8), "Content-Type",
+                "multipart/form-data; boundary=" + boundary, "Authorization", "Bearer t13b-secret");
+        assertThat(upload.statusCode()).as(upload.body()).isEqualTo(200);
+        String fileId = new com.fasterxml.jackson.databind.ObjectMapper().readTree(upload.body()).get("id").asText();
+        String id = "batch_t14resume" + System.nanoTime();
+        long now = System.currentTimeMillis() / 1000;
+        try (MongoClient client = MongoClients.create("mongodb://127.0.0.1:21001")) {
+            var db = client.getDatabase("llm");
+            db.getCollection("t13b_batches").insertOne(new Document("_id", id).append("object", "batch")
+                    .append("endpoint", "/v1/chat/completions").append("errors", null).append("input_file_id", fileId)
+                    .append("completion_window", "24h").append("status", "in_progress").append("output_file_id", null)
+                    .append("error_file_id", null).append("created_at", now - 130).append("in_progress_at", now - 130)
+                    .append("expires_at", now + 86_000).append("finalizing_at", null).append("completed_at", null)
+                    .append("failed_at", null).append("expired_at", null).append("cancelling_at", null).append("cancelled_at", null)
+                    .append("request_counts", new Document("total", 6).append("completed", 0).append("failed", 0))
+                    .append("metadata", null).append("x_order", System.currentTimeMillis() * 1000).append("x_queuing", now - 120));
+            db.getCollection("t13b_batch_results").insertOne(new Document("batch_id", id).append("job", id)
+                    .append("custom_id", "resume-0").append("pid", OpenAiBatches.pid(id, "resume-0")).append("line", 1L)
+                    .append("response", new Document("status_code", 200).append("request_id", "req_x")
+                            .append("body", new Document("object", "chat.completion")))
+                    .append("error", null));
+
+            JsonNode batch = null;
+            long deadline = System.currentTimeMillis() + 60_000;
+            while (System.currentTimeMillis() < deadline) {
+                Http.Text answer = Http.get(PORT, "/v1/batches/" + id, "Authorization", "Bearer t13b-secret");
+                assertThat(answer.status()).as(answer.body()).isEqualTo(200);
+                batch = answer.json();
+                if (batch.get("status").asText().equals("completed")) {
+                    break;
+                }
+                Thread.sleep(300);
+            }
+            assertThat(batch.get("status").asText()).as(batch.toString()).isEqualTo("completed");
+            assertThat(batch.at("/request_counts/completed").asInt()).isEqualTo(6);
+            assertThat(SIM.servedFor("续排 0")).as("the line stored before the stop is not run again").isZero();
+            for (int i = 1; i < 6; i++) {
+                assertThat(SIM.servedFor("续排 " + i)).as("line " + i).isEqualTo(1);
+            }
+            assertThat(db.getCollection("t13b_batch_results").countDocuments(Filters.eq("batch_id", id))).isEqualTo(6);
+        }
+    }
+
     record Run(int exit, String output) {
     }
 
