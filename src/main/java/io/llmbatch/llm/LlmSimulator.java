@@ -346,9 +346,16 @@ public final class LlmSimulator implements AutoCloseable {
                 java.util.function.Function<JsonNode, Reply> reply = replies;
                 Reply r = reply == null ? null : reply.apply(request);
                 String text = r == null ? textFor(prompt) : r.text();
-                served.incrementAndGet();
-                perPrompt.computeIfAbsent(prompt, k -> new AtomicLong()).incrementAndGet();
-                send(ex, 200, openai ? openaiAnswer(request, prompt, text, r == null ? null : r.finishReason()) : chatglmAnswer(text));
+                AtomicLong forPrompt = perPrompt.computeIfAbsent(prompt, k -> new AtomicLong());
+                served.incrementAndGet(); // counted before the client can read it, taken back if it cannot be written
+                forPrompt.incrementAndGet();
+                try {
+                    send(ex, 200, openai ? openaiAnswer(request, prompt, text, r == null ? null : r.finishReason()) : chatglmAnswer(text));
+                } catch (IOException e) { // cut off (close(), as a server dying mid-answer): never delivered
+                    served.decrementAndGet();
+                    forPrompt.decrementAndGet();
+                    throw e;
+                }
             } catch (InterruptedException e) {
                 Thread.currentThread().interrupt();
             } finally {
