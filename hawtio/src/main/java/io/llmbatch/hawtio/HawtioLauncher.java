@@ -63,12 +63,16 @@ public final class HawtioLauncher {
         connector.setHost(host);
         connector.setPort(port);
         server.addConnector(connector);
-        server.setHandler(new ContextHandlerCollection(hawtio, new ContextHandler(new ConnectPage(node), "/")));
+        Handler handlers = new ContextHandlerCollection(hawtio, new ContextHandler(new ConnectPage(node), "/"));
+        boolean loopback = java.net.InetAddress.getByName(host).isLoopbackAddress();
+        // on loopback, only requests that name it: a page that made its own name resolve to 127.0.0.1 (DNS rebinding)
+        // would otherwise drive the console and its proxy to the node's Jolokia, with no login to stop it
+        server.setHandler(loopback ? new LoopbackHostOnly(handlers) : handlers);
         server.setStopAtShutdown(true);
         server.start();
         String url = "http://" + (host.contains(":") ? "[" + host + "]" : host) + ":" + connector.getLocalPort() + "/";
         System.out.println("Hawtio for the llm-batch node at " + jolokia + " is ready: open " + url);
-        if (!java.net.InetAddress.getByName(host).isLoopbackAddress()) {
+        if (!loopback) {
             System.out.println("WARNING: Hawtio listens on " + host + " without a login: whoever reaches " + url
                                + " can do on the node whatever its Jolokia access policy allows.");
         }
@@ -91,6 +95,26 @@ public final class HawtioLauncher {
 
     private static Path jarDirectory() throws Exception {
         return Path.of(HawtioLauncher.class.getProtectionDomain().getCodeSource().getLocation().toURI()).getParent();
+    }
+
+    /** Answers 403 to a request whose Host is not localhost, 127.x.x.x or [::1]. */
+    static final class LoopbackHostOnly extends Handler.Wrapper {
+
+        LoopbackHostOnly(Handler handler) {
+            super(handler);
+        }
+
+        @Override
+        public boolean handle(Request request, Response response, Callback callback) throws Exception {
+            String name = request.getHttpURI().getHost();
+            if (name == null || name.equalsIgnoreCase("localhost") || name.matches("127(\\.\\d{1,3}){3}")
+                || name.equals("[::1]") || name.equals("::1")) {
+                return super.handle(request, response, callback);
+            }
+            Response.writeError(request, response, callback, 403, "Host " + name + " is not a loopback name: this console "
+                                                                   + "answers only 127.0.0.1, localhost or [::1]");
+            return true;
+        }
     }
 
     /** {@code /}: saves the node as a Hawtio connection in the browser, then opens Hawtio's Camel page on it. */
