@@ -99,10 +99,10 @@ class HawtioIT {
             await("bin/hawtio on port " + HAWTIO_PORT + " (see target/hawtio-console.log)").atMost(Duration.ofSeconds(90))
                     .pollInterval(Duration.ofMillis(500)).until(() -> hawtio.alive() && Http.listening(HAWTIO_PORT));
             // the console has no login: a page reaching it under its own name (DNS rebinding) is refused, proxy included
-            assertThat(statusWithHost(HAWTIO_PORT, "/", "rebind.example:" + HAWTIO_PORT)).isEqualTo(403);
-            assertThat(statusWithHost(HAWTIO_PORT, "/hawtio/proxy/http/127.0.0.1/" + MANAGEMENT_PORT + "/observe/jolokia/version",
+            assertThat(Http.statusWithHost(HAWTIO_PORT, "/", "rebind.example:" + HAWTIO_PORT)).isEqualTo(403);
+            assertThat(Http.statusWithHost(HAWTIO_PORT, "/hawtio/proxy/http/127.0.0.1/" + MANAGEMENT_PORT + "/observe/jolokia/version",
                     "rebind.example:" + HAWTIO_PORT)).isEqualTo(403);
-            assertThat(statusWithHost(HAWTIO_PORT, "/", "127.0.0.1:" + HAWTIO_PORT)).isEqualTo(200);
+            assertThat(Http.statusWithHost(HAWTIO_PORT, "/", "127.0.0.1:" + HAWTIO_PORT)).isEqualTo(200);
 
             try (Chromium browser = Chromium.start(WORK.resolve("chromium-profile"), DEVTOOLS_PORT, 1680, 800,
                     Path.of("target/hawtio-chromium.log"))) {
@@ -149,16 +149,6 @@ class HawtioIT {
         assertThat(jolokiaRequests).as("Hawtio reached the node through its proxy").isNotEmpty();
     }
 
-    /** The status of a GET to the console sent with this Host header (java.net.http will not send one of our choosing). */
-    static int statusWithHost(int port, String path, String host) throws IOException {
-        try (java.net.Socket socket = new java.net.Socket("127.0.0.1", port)) {
-            socket.getOutputStream().write(("GET " + path + " HTTP/1.1\r\nHost: " + host + "\r\nConnection: close\r\n\r\n")
-                    .getBytes(java.nio.charset.StandardCharsets.US_ASCII));
-            String status = new java.io.BufferedReader(new java.io.InputStreamReader(socket.getInputStream(),
-                    java.nio.charset.StandardCharsets.US_ASCII)).readLine();
-            return Integer.parseInt(status.split(" ")[1]);
-        }
-    }
 
     static void postTasks(int from, int count) throws Exception {
         StringBuilder body = new StringBuilder("[");

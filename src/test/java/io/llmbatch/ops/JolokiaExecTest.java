@@ -16,6 +16,7 @@ import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.extension.ExtendWith;
 
 import io.llmbatch.support.Broker;
+import io.llmbatch.support.Http;
 import io.llmbatch.support.Mongo;
 import io.llmbatch.support.RabbitMQRequired;
 
@@ -134,16 +135,6 @@ class JolokiaExecTest {
         assertThat(route()).isEqualTo(ServiceStatus.Started);
     }
 
-    /** The status of a GET sent with this Host header (java.net.http will not send a Host of our choosing). */
-    int statusWithHost(String path, String host) throws Exception {
-        try (java.net.Socket socket = new java.net.Socket("127.0.0.1", managementPort(context))) {
-            socket.getOutputStream().write(("GET " + path + " HTTP/1.1\r\nHost: " + host + "\r\nConnection: close\r\n\r\n")
-                    .getBytes(java.nio.charset.StandardCharsets.US_ASCII));
-            String status = new java.io.BufferedReader(new java.io.InputStreamReader(socket.getInputStream(),
-                    java.nio.charset.StandardCharsets.US_ASCII)).readLine();
-            return Integer.parseInt(status.split(" ")[1]);
-        }
-    }
 
     @Test
     void a_page_reaching_the_port_under_its_own_name_is_refused() throws Exception {
@@ -151,10 +142,10 @@ class JolokiaExecTest {
         // and could read Jolokia, health and metrics, but its Host header is its own name
         int port = managementPort(context);
         for (String path : new String[] { "/observe/health", "/observe/metrics", "/observe/jolokia/version" }) {
-            assertThat(statusWithHost(path, "rebind.example:" + port)).as(path).isEqualTo(403);
-            assertThat(statusWithHost(path, "127.0.0.1:" + port)).as(path).isIn(200, 503);
-            assertThat(statusWithHost(path, "localhost:" + port)).as(path).isIn(200, 503);
-            assertThat(statusWithHost(path, "[::1]:" + port)).as(path).isIn(200, 503);
+            assertThat(Http.statusWithHost(port, path, "rebind.example:" + port)).as(path).isEqualTo(403);
+            assertThat(Http.statusWithHost(port, path, "127.0.0.1:" + port)).as(path).isIn(200, 503);
+            assertThat(Http.statusWithHost(port, path, "localhost:" + port)).as(path).isIn(200, 503);
+            assertThat(Http.statusWithHost(port, path, "[::1]:" + port)).as(path).isIn(200, 503);
         }
     }
 

@@ -86,6 +86,20 @@ public final class Http {
         }
     }
 
+    /**
+     * The status of a GET sent with this Host header, over a raw socket: java.net.http will not send a Host of our
+     * choosing (what a page reaching a loopback server under its own name, by DNS rebinding, sends).
+     */
+    public static int statusWithHost(int port, String path, String host) throws java.io.IOException {
+        try (java.net.Socket socket = new java.net.Socket("127.0.0.1", port)) {
+            socket.getOutputStream().write(("GET " + path + " HTTP/1.1\r\nHost: " + host + "\r\nConnection: close\r\n\r\n")
+                    .getBytes(StandardCharsets.US_ASCII));
+            String status = new java.io.BufferedReader(new java.io.InputStreamReader(socket.getInputStream(),
+                    StandardCharsets.US_ASCII)).readLine();
+            return Integer.parseInt(status.split(" ")[1]);
+        }
+    }
+
     /** Whether something accepts connections on 127.0.0.1:port. */
     public static boolean listening(int port) {
         try (java.net.Socket s = new java.net.Socket()) {
