@@ -4,7 +4,7 @@
 # RabbitMQ stop_app/start_app, MongoDB down 30 s, one LLM backend hanging, one answering 500, every backend down
 # 60 s, poison messages. Prints the table (target/faults/results.md) that bench/RESULTS.md quotes.
 # Needs RabbitMQ on 127.0.0.1:5672 with rabbitmqctl (the broker is restarted: not on a shared production broker).
-# usage: bench/faults.sh [scenario,...|all] [-Dfaults.tasks=N] [-Dfaults.queue-type=quorum]   (about 9 minutes for all)
+# usage: bench/faults.sh [scenario,...|all] [-Dfaults.tasks=N] [-Dfaults.queue-type=quorum]   (about 12 minutes for all)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SCENARIOS=${1:-all}
