@@ -191,7 +191,7 @@ public class Collector {
             try {
                 return targets.apply(name);
             } catch (MongoException e) {
-                if (!camelContext.isStarted() || camelContext.isStopping()) {
+                if (stopping()) {
                     throw e;
                 }
                 LOG.warn("Cannot check the MongoDB indexes of {} before its first results, retrying in {} ms (nothing "
@@ -253,14 +253,14 @@ public class Collector {
                 } catch (MongoWriteConcernException e) {
                     failure = writeConcernFailure(e.getWriteConcernError());
                 } catch (MongoException e) {
-                    if (!camelContext.isStarted() || camelContext.isStopping()) {
+                    if (stopping()) {
                         throw e;
                     }
                     String permanent = MongoErrors.permanent(e);
                     failure = permanent != null ? permanent : e.getMessage();
                     report(failure, permanent != null, false);
                 } catch (RuntimeException e) {
-                    if (!camelContext.isStarted() || camelContext.isStopping()) {
+                    if (stopping()) {
                         throw e; // stopping: the client may be closed already (IllegalStateException), no document's fault
                     }
                     // the driver cannot even encode the bulk (e.g. a document over 16 MB): find the culprit(s) one by one
@@ -277,7 +277,7 @@ public class Collector {
                     }
                     continue;
                 }
-                if (!camelContext.isStarted() || camelContext.isStopping()) {
+                if (stopping()) {
                     throw new IllegalStateException("stopping with " + unwritten.size() + " result(s) not stored: " + failure);
                 }
                 LOG.warn("MongoDB write of {} result(s) failed, retrying in {} ms (nothing acknowledged): {}", unwritten.size(),
@@ -459,6 +459,11 @@ public class Collector {
             // the channel closed (broker restart): the broker redelivers, the upsert by pid absorbs it
             LOG.warn("Cannot acknowledge a stored result (it will be redelivered and upserted again): {}", e.toString());
         }
+    }
+
+    /** The collector is stopping (or not started): what fails now goes back to the queue instead of being retried. */
+    private boolean stopping() {
+        return !camelContext.isStarted() || camelContext.isStopping();
     }
 
     private static void sleep(long millis) {

@@ -5,7 +5,6 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.attribute.FileTime;
 import java.security.MessageDigest;
-import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.ConcurrentHashMap;
@@ -178,19 +177,6 @@ public final class Jobs {
         } catch (IOException e) {
             return List.of();
         }
-    }
-
-    /** Every job whose file can be read; those that cannot are left out (see {@link #broken}). */
-    public List<JobDefinition> all() {
-        List<JobDefinition> all = new ArrayList<>();
-        for (String n : names()) {
-            try {
-                all.add(get(n));
-            } catch (RuntimeException e) {
-                // reported when the job is named
-            }
-        }
-        return all;
     }
 
     /** The job a task belongs to: its {@code job} field, else {@code named}, else the default job. */

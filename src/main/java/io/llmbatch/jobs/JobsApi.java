@@ -64,21 +64,22 @@ public final class JobsApi {
     /** {@code GET /api/jobs}: every job with its main counts. */
     public String list(Exchange exchange) throws IOException {
         List<Map<String, Object>> all = new ArrayList<>();
-        for (JobDefinition job : jobs.all()) {
-            Map<String, Object> s = status(job);
+        for (String name : jobs.names()) {
             Map<String, Object> row = new LinkedHashMap<>();
-            for (String k : List.of("name", "description", "model", "collection", "submitted", "stored", "failed", "skipped",
-                    "remaining", "state")) {
-                row.put(k, s.get(k));
+            try {
+                Map<String, Object> s = status(jobs.get(name));
+                for (String k : List.of("name", "description", "model", "collection", "submitted", "stored", "failed", "skipped",
+                        "remaining", "state")) {
+                    row.put(k, s.get(k));
+                }
+            } catch (Jobs.BrokenJobException e) { // listed, so a mistake in a job file shows where jobs are looked at
+                row.put("name", name);
+                row.put("error", e.getMessage());
+            } catch (Jobs.UnknownJobException e) {
+                continue; // removed meanwhile
             }
             all.add(row);
         }
-        jobs.broken().forEach((name, problem) -> { // listed, so a mistake in a job file shows where jobs are looked at
-            Map<String, Object> row = new LinkedHashMap<>();
-            row.put("name", name);
-            row.put("error", problem);
-            all.add(row);
-        });
         return json(exchange, 200, Map.of("jobs", all));
     }
 

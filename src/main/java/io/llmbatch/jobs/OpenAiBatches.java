@@ -304,9 +304,7 @@ public final class OpenAiBatches {
             LOG.info("Batch {}: {} line(s) of {} queued to {}, {} refused as requests", id, queued.count(), inputFileId, tasksQueue,
                     v.invalidRequests.size());
         } catch (PublishException | io.llmbatch.rabbit.MessageRefusedException e) {
-            Document errors = new Document("object", "list").append("data", List.of(new Document("code", "server_error")
-                    .append("message", "the broker did not take every line (" + e.getMessage() + "); lines it took may still run")
-                    .append("param", null).append("line", null)));
+            Document errors = serverError("the broker did not take every line (" + e.getMessage() + "); lines it took may still run");
             batches.updateOne(Filters.eq("_id", id), Updates.combine(Updates.set("status", "failed"), Updates.set("failed_at", now()),
                     Updates.set("errors", errors), Updates.unset("x_queuing")));
             LOG.warn("Batch {} failed: its lines could not all be queued: {}", id, e.getMessage());
@@ -435,9 +433,7 @@ public final class OpenAiBatches {
         String status = b.getString("status");
         if ("validating".equals(status) && b.get("created_at", Number.class).longValue() < now() - VALIDATION_CUT_OFF_SECONDS) {
             // the node that took the batch stopped while validating it: said, instead of validating forever
-            Document errors = new Document("object", "list").append("data", List.of(new Document("code", "server_error")
-                    .append("message", "validation was cut off (the node that received the batch stopped): create the batch again")
-                    .append("param", null).append("line", null)));
+            Document errors = serverError("validation was cut off (the node that received the batch stopped): create the batch again");
             batches.updateOne(Filters.and(Filters.eq("_id", b.getString("_id")), Filters.eq("status", "validating")), Updates.combine(
                     Updates.set("status", "failed"), Updates.set("failed_at", now()), Updates.set("errors", errors)));
             return batchObject(batches.find(Filters.eq("_id", b.getString("_id"))).first());
@@ -828,6 +824,12 @@ public final class OpenAiBatches {
     private MongoCollection<Document> batches() {
         files();
         return batches;
+    }
+
+    /** A batch's {@code errors} list holding one {@code server_error}: the batch failed for this server's reason. */
+    private static Document serverError(String message) {
+        return new Document("object", "list").append("data", List.of(new Document("code", "server_error").append("message", message)
+                .append("param", null).append("line", null)));
     }
 
     private static long now() {
