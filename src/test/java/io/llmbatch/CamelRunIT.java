@@ -109,17 +109,30 @@ class CamelRunIT {
                 assertThat(results).hasSize(N);
                 assertThat(broker.count(TASKS + ".dlq")).isZero();
 
-                // camel ps / get route / top talk to the worker through ~/.camel (camel-cli-connector, on camel run's class path)
-                Cli ps = cli(Duration.ofSeconds(60), "ps");
-                assertThat(ps.lines()).as(ps.toString()).anyMatch(l -> l.trim().startsWith(pid + " ") && l.contains("Running"));
-                Cli routes = cli(Duration.ofSeconds(60), "get", "route", pid);
-                List<String> mine = routes.lines().stream().filter(l -> l.trim().startsWith(pid + " ")).toList();
-                // worker-tasks, worker-check-output, llm-gateway, llm-backend-1 (its one LLM server), llm-request-chatglm,
-                // llm-request-openai
-                assertThat(mine).as("only the worker role's routes: " + routes).hasSize(6);
-                assertThat(total(routes, "worker-tasks")).as(routes.toString()).isEqualTo(N);
-                assertThat(total(routes, "llm-gateway")).as(routes.toString()).isEqualTo(N);
-                assertThat(total(routes, "llm-backend-1")).as(routes.toString()).isEqualTo(N);
+                // camel ps / get route / top talk to the worker through ~/.camel (camel-cli-connector, on camel run's class
+                // path), which the worker rewrites every 2 s after the last write is done: on a loaded machine the first
+                // look can still show the status written while it was starting (CI: "Starting", TOTAL 0, at 6 s)
+                Cli[] ps = new Cli[1];
+                await("`camel ps` shows " + pid + " Running").atMost(Duration.ofSeconds(60)).pollInterval(Duration.ofSeconds(1))
+                        .untilAsserted(() -> {
+                            ps[0] = cli(Duration.ofSeconds(60), "ps");
+                            assertThat(ps[0].lines()).as(ps[0].toString())
+                                    .anyMatch(l -> l.trim().startsWith(pid + " ") && l.contains("Running"));
+                        });
+                Cli[] seen = new Cli[1];
+                await("`camel get route` counts all " + N + " tasks").atMost(Duration.ofSeconds(60))
+                        .pollInterval(Duration.ofSeconds(1)).untilAsserted(() -> {
+                            Cli routes = cli(Duration.ofSeconds(60), "get", "route", pid);
+                            seen[0] = routes;
+                            List<String> mine = routes.lines().stream().filter(l -> l.trim().startsWith(pid + " ")).toList();
+                            // worker-tasks, worker-check-output, llm-gateway, llm-backend-1 (its one LLM server),
+                            // llm-request-chatglm, llm-request-openai
+                            assertThat(mine).as("only the worker role's routes: " + routes).hasSize(6);
+                            assertThat(total(routes, "worker-tasks")).as(routes.toString()).isEqualTo(N);
+                            assertThat(total(routes, "llm-gateway")).as(routes.toString()).isEqualTo(N);
+                            assertThat(total(routes, "llm-backend-1")).as(routes.toString()).isEqualTo(N);
+                        });
+                Cli routes = seen[0];
                 Cli top = cli(Duration.ofSeconds(60), "top", "route", pid);
                 assertThat(top.out).as(top.toString()).contains("worker-tasks").contains("llm-gateway");
                 System.out.println("CamelRunIT: `camel get route " + pid + "`:\n" + routes.out);
