@@ -56,12 +56,16 @@ public final class Tasks {
 
     /**
      * What is wrong with one task, or {@code null} when it can be published: it must be a JSON object, its
-     * {@code task_id} (if any) a non-empty string or an integer, and each required field a non-blank string
-     * or a number.
+     * {@code task_id} (if any) a non-empty string or an integer, each required field a non-blank string or a number,
+     * and no field named {@code _llmbatch} ({@link io.llmbatch.jobs.TaskEnvelope}).
      */
     public static String problem(JsonNode task, List<String> requiredFields) {
         if (!task.isObject()) {
             return "expected a JSON object, got " + typeOf(task);
+        }
+        if (task.has(io.llmbatch.jobs.TaskEnvelope.FIELD)) {
+            return "field '" + io.llmbatch.jobs.TaskEnvelope.FIELD + "' is reserved: llm-batch writes a task's job there (a task "
+                   + "copied from a task or dead-letter queue: leave the field out, or re-drive the dead letters)";
         }
         JsonNode id = task.get(TASK_ID);
         if (id != null && !(id.isIntegralNumber() || id.isTextual() && !id.asText().isBlank())) {

@@ -52,7 +52,7 @@ public final class Jobs {
     public record Rendered(JobDefinition job, ObjectNode request, String requestJson, String requestHash, String promptVersion,
                            String pid, String model) {
 
-        /** The headers of the task message. */
+        /** The job's fields of the task message, by header name ({@link TaskEnvelope} puts them in its body). */
         public Map<String, Object> headers() {
             Map<String, Object> h = new java.util.LinkedHashMap<>();
             h.put(JOB, job.name());

@@ -679,7 +679,7 @@ public final class OpenAiBatches {
                 if (!text.isBlank() && !skip.contains(n)) {
                     OutboundMessage m = task(batchId, text, n);
                     if (!stored.contains(String.valueOf(m.headers().get(Jobs.PID)))) {
-                        next = m;
+                        next = TaskEnvelope.wrap(m);
                     }
                 }
             }
@@ -707,9 +707,10 @@ public final class OpenAiBatches {
     }
 
     /**
-     * One line as a task: the line itself as the body, and the job headers every worker reads: the request (the body as
-     * given; a prompt and system prompt made from its messages for ChatGLM's api.py), the key, the collection, the
-     * model the line asked for, the batch, custom_id and line number.
+     * One line as a task: the line itself as the body, and the job's fields every worker reads, as headers (the queuing
+     * wraps them into the body, {@link TaskEnvelope}): the request (the body as given; a prompt and system prompt made
+     * from its messages for ChatGLM's api.py), the key, the collection, the model the line asked for, the batch,
+     * custom_id and line number.
      */
     OutboundMessage task(String batchId, String text, long n) {
         ObjectNode line;

@@ -4,6 +4,7 @@ import java.io.IOException;
 import java.nio.charset.StandardCharsets;
 import java.util.ArrayList;
 import java.util.HashMap;
+import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.regex.Pattern;
@@ -111,20 +112,23 @@ public final class Redrive {
                             left++;
                             continue;
                         }
-                        Jobs.Rendered task = render(job, d.getBody());
+                        ObjectNode body = taskOf(d.getBody());
+                        Jobs.Rendered task = body == null ? null : render(job, body);
                         if (task == null) {
                             unrenderable++;
                             continue;
                         }
                         rendered.add(task);
-                        Map<String, Object> headers = new HashMap<>(task.headers());
+                        Map<String, Object> headers = new LinkedHashMap<>(task.headers());
                         Object times = d.getProps().getHeaders() == null ? null : d.getProps().getHeaders().get("x-llmbatch-redriven");
                         headers.put("x-llmbatch-redriven", times instanceof Number n ? n.intValue() + 1 : 1);
                         headers.put(ConfirmingPublisher.SOURCE_HEADER, "redrive:" + deadLetterQueue);
                         long position = out.size();
                         tagOfPosition.put(position, d.getEnvelope().getDeliveryTag());
-                        out.add(new OutboundMessage(d.getBody(), d.getProps().getMessageId() != null ? d.getProps().getMessageId()
-                                : Tasks.messageId((ObjectNode) Tasks.JSON.readTree(d.getBody())), headers, position));
+                        // the task as it came, with its job made anew (a changed prompt is the point of many a re-drive)
+                        out.add(TaskEnvelope.wrap(new OutboundMessage(Tasks.JSON.writeValueAsBytes(body),
+                                d.getProps().getMessageId() != null ? d.getProps().getMessageId() : Tasks.messageId(body),
+                                headers, position)));
                     }
                     if (!out.isEmpty()) {
                         if (store != null) {
@@ -156,14 +160,27 @@ public final class Redrive {
         return new Outcome(moved, left, unrenderable);
     }
 
-    private Jobs.Rendered render(JobDefinition job, byte[] body) {
+    /** The dead letter's task as it was submitted (its job's envelope taken out), or null when it is not a JSON object. */
+    private static ObjectNode taskOf(byte[] body) {
         try {
             JsonNode task = Tasks.JSON.readTree(new String(body, StandardCharsets.UTF_8));
-            if (task == null || !task.isObject() || Tasks.problem(task, job.requiredFields()) != null) {
+            if (task == null || !task.isObject()) {
                 return null;
             }
-            return jobs.render(jobs.jobOf(task, job.name()), (ObjectNode) task);
+            TaskEnvelope.unwrap((ObjectNode) task);
+            return (ObjectNode) task;
         } catch (RuntimeException | IOException e) {
+            return null; // still poison: it stays where it is
+        }
+    }
+
+    private Jobs.Rendered render(JobDefinition job, ObjectNode task) {
+        try {
+            if (Tasks.problem(task, job.requiredFields()) != null) {
+                return null;
+            }
+            return jobs.render(jobs.jobOf(task, job.name()), task);
+        } catch (RuntimeException e) {
             return null; // still poison: it stays where it is
         }
     }

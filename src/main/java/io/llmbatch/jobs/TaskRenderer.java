@@ -80,7 +80,7 @@ public final class TaskRenderer {
         if (rendered != null) {
             Map<String, Object> headers = new LinkedHashMap<>(m.headers());
             headers.putAll(rendered.headers());
-            m = new OutboundMessage(m.body(), m.messageId(), headers, m.position());
+            m = TaskEnvelope.wrap(new OutboundMessage(m.body(), m.messageId(), headers, m.position()));
         }
         String refusal = Tasks.refusal(publisher, m, task);
         return refusal != null ? new Prepared(null, null, refusal) : new Prepared(m, rendered, null);

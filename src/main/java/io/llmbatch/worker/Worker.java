@@ -1,6 +1,7 @@
 package io.llmbatch.worker;
 
 import io.llmbatch.jobs.Jobs;
+import io.llmbatch.jobs.TaskEnvelope;
 import io.llmbatch.jobs.PromptTemplate;
 import io.llmbatch.jobs.SystemPrompt;
 import java.io.IOException;
@@ -43,6 +44,8 @@ public class Worker {
     static final String TASK_DELIVERY_COUNT = "llmbatchTaskDeliveryCount";
     /** The job headers of a task rendered at ingest (Jobs.JOB, REQUEST, ...), kept as they arrived. */
     static final String TASK_JOB_HEADERS = "llmbatchTaskJobHeaders";
+    /** Whether the task's message carried its job in its body ({@link TaskEnvelope}) rather than in headers. */
+    static final String TASK_ENVELOPED = "llmbatchTaskEnveloped";
 
     private final PromptTemplate prompt;
     private final ConfirmingPublisher publisher;
@@ -89,12 +92,26 @@ public class Worker {
             throw new PoisonTaskException("task must be a JSON object, got " + (task == null ? "nothing" : Tasks.typeOf(task)));
         }
         var msg = exchange.getMessage();
+        Map<String, Object> envelope;
+        try {
+            envelope = TaskEnvelope.unwrap((ObjectNode) task); // the task as it came stays
+        } catch (IllegalArgumentException e) {
+            throw new PoisonTaskException(e.getMessage());
+        }
         Map<String, Object> jobHeaders = new LinkedHashMap<>();
-        msg.getHeaders().forEach((k, v) -> {
-            if (k.startsWith("x-llmbatch-") && v != null && JOB_HEADERS.contains(k)) {
-                jobHeaders.put(k, v.toString());
-            }
-        });
+        if (envelope != null) {
+            jobHeaders.putAll(envelope);
+            envelope.forEach(msg::setHeader); // the routes ask them of the message, as of a task whose headers carry them
+        } else { // queued by an older ingest node: its job in AMQP headers
+            msg.getHeaders().forEach((k, v) -> {
+                if (k.startsWith("x-llmbatch-") && v != null && TaskEnvelope.HEADERS.contains(k)) {
+                    jobHeaders.put(k, v.toString());
+                }
+            });
+        }
+        // set before any check: a poison task of a job goes to its job's dead-letter queue
+        exchange.setProperty(TASK_JOB_HEADERS, jobHeaders);
+        exchange.setProperty(TASK_ENVELOPED, envelope != null);
         if (!jobHeaders.containsKey(Jobs.REQUEST)) {
             // a task in the seed's form, published by another producer: rendered here with the seed's template
             JsonNode company = task.get(companyField);
@@ -106,7 +123,6 @@ public class Worker {
                                               + "submitted through the ingest node, which makes their prompts (re-drive it from there)");
             }
         }
-        exchange.setProperty(TASK_JOB_HEADERS, jobHeaders);
         exchange.setProperty(TASK, task);
         exchange.setProperty(TASK_MESSAGE_ID, msg.getHeader(MESSAGE_ID, String.class));
         exchange.setProperty(TASK_REDELIVERED, Boolean.TRUE.equals(msg.getHeader(SpringRabbitMQConstants.REDELIVERED, Boolean.class)));
@@ -261,10 +277,12 @@ public class Worker {
      */
     public void deadLetter(Exchange exchange) throws IOException {
         Exception e = exchange.getProperty(Exchange.EXCEPTION_CAUGHT, Exception.class);
-        if (exchange.getMessage().getHeader(Jobs.BATCH) != null) {
+        // the dead-letter path runs on the original message: the job's fields come from what parseTask read of it
+        Map<String, Object> fields = jobFields(exchange);
+        if (fields.get(Jobs.BATCH) != null) {
             // a line of an OpenAI batch fails into its batch's error file (the Batch API's contract: a failed request is
             // reported, not queued again), so it goes to the results as a failed line rather than to a dead-letter queue
-            Map<String, Object> jobHeaders = batchHeaders(exchange);
+            Map<String, Object> jobHeaders = fields;
             ObjectNode result = lineResult(exchange, jobHeaders);
             BatchResults.failed(result, BatchResults.requestId(jobHeaders), e instanceof LlmRejectedException
                     || e instanceof PoisonTaskException, e == null ? "unknown" : String.valueOf(e.getMessage()));
@@ -277,14 +295,15 @@ public class Worker {
         headers.put("x-llmbatch-attempts", e instanceof LlmRejectedException r ? r.attempts() : attempts == null ? 0 : attempts.calls());
         headers.put("x-llmbatch-worker-host", host);
         headers.put(ConfirmingPublisher.SOURCE_HEADER, "worker:" + host);
-        // a job's task keeps what it needs to be re-driven (its job headers), and goes to its job's dead-letter queue
-        String job = exchange.getMessage().getHeader(Jobs.JOB, String.class);
-        for (String h : JOB_HEADERS) {
-            Object v = exchange.getMessage().getHeader(h);
-            if (v != null) {
-                headers.put(h, v.toString());
+        // a job's task goes to its job's dead-letter queue and keeps what it needs to be re-driven: a body that carries its
+        // job has it all, and its headers name the job and key (a prompt in a header could be over an AMQP frame)
+        Object job = fields.get(Jobs.JOB);
+        boolean enveloped = Boolean.TRUE.equals(exchange.getProperty(TASK_ENVELOPED, Boolean.class));
+        fields.forEach((h, v) -> {
+            if (!enveloped || !h.equals(Jobs.REQUEST) && !h.equals(Jobs.CHECKS)) {
+                headers.put(h, v);
             }
-        }
+        });
         OutputChecks.Verdict verdict = exchange.getVariable(OutputChecks.VERDICT, OutputChecks.Verdict.class);
         if (e instanceof OutputCheckFailedException && verdict != null) { // the last answer, to see what the model made
             String answer = verdict.answer() == null ? "" : verdict.answer();
@@ -294,11 +313,12 @@ public class Worker {
             headers.put("x-llmbatch-repairs", verdict.getRepairs());
         }
         // what failed its output checks has its own dead-letter queue: its depth is the job's exact count of them
-        String queue = e instanceof OutputCheckFailedException ? outputCheckQueueOf(job) : deadLetterQueueOf(job);
+        String queue = e instanceof OutputCheckFailedException ? outputCheckQueueOf(job == null ? null : job.toString())
+                : deadLetterQueueOf(job == null ? null : job.toString());
         String reason = publisher.deadLetter(queue, exchange, headers);
         LOG.warn("Task {} dead-lettered to {}: {}", exchange.getMessage().getHeader(MESSAGE_ID), queue, reason);
         if (e instanceof OutputCheckFailedException) {
-            Meters.outputChecked(job == null ? defaultJob : job, "failed");
+            Meters.outputChecked(job == null ? defaultJob : job.toString(), "failed");
         }
     }
 
@@ -325,10 +345,18 @@ public class Worker {
         publishLine(exchange, jobHeaders, result);
     }
 
-    /** The job headers of a batch line from the message (the dead-letter path runs on the original message). */
-    private static Map<String, Object> batchHeaders(Exchange exchange) {
+    /**
+     * The job's fields of the task in flight, as {@link #parseTask} read them (from its body, or from the headers of a
+     * message queued by an older ingest node), or, when the task never got that far, from the message's headers.
+     */
+    private static Map<String, Object> jobFields(Exchange exchange) {
+        @SuppressWarnings("unchecked")
+        Map<String, Object> read = exchange.getProperty(TASK_JOB_HEADERS, Map.class);
+        if (read != null) {
+            return read;
+        }
         Map<String, Object> h = new LinkedHashMap<>();
-        for (String name : JOB_HEADERS) {
+        for (String name : TaskEnvelope.HEADERS) {
             Object v = exchange.getMessage().getHeader(name);
             if (v != null) {
                 h.put(name, v.toString());
@@ -381,10 +409,6 @@ public class Worker {
         return job != null ? job.toString() : defaultJob;
     }
 
-    /** The job headers a rendered task carries, copied to its result's message and to its dead letter. */
-    static final java.util.List<String> JOB_HEADERS = java.util.List.of(Jobs.JOB, Jobs.REQUEST, Jobs.REQUEST_HASH,
-            Jobs.PROMPT_VERSION, Jobs.PID, Jobs.COLLECTION, Jobs.MODEL, Jobs.OUTPUT_FIELD, Jobs.COMPANY_FIELD, Jobs.CHECKS,
-            Jobs.BATCH, Jobs.CUSTOM_ID, Jobs.LINE);
 
     /** The seed's job (and tasks in its form) dead-letter to llmbatch.queue.tasks-dlq, any other job to its own. */
     public String deadLetterQueueOf(String job) {
