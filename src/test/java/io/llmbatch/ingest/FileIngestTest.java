@@ -76,7 +76,11 @@ class FileIngestTest {
         }
         return messages.stream().map(m -> {
             try {
-                return JSON.readTree(m.getBody());
+                // the task as it came: its job's fields ride beside it (TaskEnvelope)
+                com.fasterxml.jackson.databind.node.ObjectNode task = (com.fasterxml.jackson.databind.node.ObjectNode) JSON.readTree(m.getBody());
+                assertThat(task.path("_llmbatch").path("job").asText()).isEqualTo("company_intro");
+                task.remove("_llmbatch");
+                return (JsonNode) task;
             } catch (Exception e) {
                 throw new IllegalStateException(e);
             }

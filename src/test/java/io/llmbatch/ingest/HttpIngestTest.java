@@ -71,7 +71,11 @@ class HttpIngestTest {
         JsonNode sent = JSON.readTree(TWO_TASKS);
         for (int i = 0; i < 2; i++) {
             GetResponse m = messages.get(i);
-            assertThat(JSON.readTree(m.getBody())).isEqualTo(sent.get(i));
+            com.fasterxml.jackson.databind.node.ObjectNode body = (com.fasterxml.jackson.databind.node.ObjectNode) JSON.readTree(m.getBody());
+            // rendered for the default job: its fields ride in the body beside the task as sent, not in headers
+            assertThat(body.remove("_llmbatch").path("job").asText()).isEqualTo("company_intro");
+            assertThat(body).isEqualTo(sent.get(i));
+            assertThat(m.getProps().getHeaders()).containsKey("x-llmbatch-source").doesNotContainKeys("x-llmbatch-job", "x-llmbatch-request");
             assertThat(m.getProps().getDeliveryMode()).as("persistent").isEqualTo(2);
             assertThat(m.getProps().getContentType()).isEqualTo("application/json");
         }

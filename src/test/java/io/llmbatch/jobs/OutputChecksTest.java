@@ -273,7 +273,8 @@ class OutputChecksTest {
             assertThat(String.valueOf(h.get("x-llmbatch-last-answer"))).isEqualTo(chars(30));
             assertThat(((Number) h.get("x-llmbatch-repairs")).intValue()).isEqualTo(2);
             assertThat(JSON.readTree(d.getBody()).get("kind").asText()).isEqualTo("never");
-            assertThat(h.get(Jobs.CHECKS)).as("kept for a re-drive").isNotNull();
+            assertThat(JSON.readTree(d.getBody()).path("_llmbatch").path("checks").isTextual()).as("kept for a re-drive").isTrue();
+            assertThat(h).as("in the body, not again in headers").doesNotContainKeys(Jobs.CHECKS, Jobs.REQUEST).containsKey(Jobs.JOB);
         }
 
         // the prompt is fixed: the output-check failures are re-driven and pass
