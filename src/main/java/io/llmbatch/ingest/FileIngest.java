@@ -865,7 +865,7 @@ public class FileIngest {
                 java.util.Set<Long> sent = new java.util.HashSet<>();
                 for (TaskRenderer.Prepared p : renderer.admit(block, force)) {
                     sent.add(p.message().position());
-                    ready.add(p.message());
+                    ready.add(io.llmbatch.jobs.TaskEnvelope.wrap(p.message()));
                 }
                 for (TaskRenderer.Prepared p : block) {
                     if (!sent.contains(p.message().position())) {

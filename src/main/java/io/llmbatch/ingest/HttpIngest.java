@@ -359,7 +359,8 @@ public class HttpIngest {
                 : LEDGER_WRITERS.submit(() -> renderer.enter(admitted));
         ConfirmingPublisher.Confirmed confirmed;
         try {
-            confirmed = publisher.publish(batch.queue(), admitted.publish().stream().map(TaskRenderer.Prepared::message).iterator(), null);
+            confirmed = publisher.publish(batch.queue(), admitted.publish().stream().map(TaskRenderer.Prepared::message)
+                    .map(io.llmbatch.jobs.TaskEnvelope::wrap).iterator(), null);
         } catch (MessageRefusedException e) {
             ledgerProblem(ledger);
             io.llmbatch.ops.Meters.ingested("http", e.confirmed());
