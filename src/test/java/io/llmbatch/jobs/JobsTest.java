@@ -443,7 +443,9 @@ class JobsTest {
         drop(inbox.resolve("no_such_job/rows.jsonl"), "{\"sku\": \"r3\", \"title\": \"键盘\"}\n");
 
         await().atMost(Duration.ofSeconds(20)).until(() -> Files.exists(inbox.resolve(".done/product_category/rows.jsonl"))
-                                                            && Files.exists(inbox.resolve(".failed/no_such_job/rows.jsonl.error.txt")));
+                                                            && Files.exists(inbox.resolve(".failed/no_such_job/rows.jsonl.error.txt"))
+                                                            // the report is written before the file is moved beside it
+                                                            && Files.exists(inbox.resolve(".failed/no_such_job/rows.jsonl")));
         List<String> rejects = Files.readAllLines(inbox.resolve(".done/product_category/rows.jsonl.rejects.jsonl"));
         assertThat(rejects).hasSize(1);
         assertThat(JSON.readTree(rejects.get(0)).get("reason").asText()).isEqualTo("missing required field 'title'");
