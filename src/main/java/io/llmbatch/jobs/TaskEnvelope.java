@@ -20,7 +20,7 @@ import io.llmbatch.rabbit.OutboundMessage;
  * own fields ({@code {"reg_dt": ..., "ent_table_name": ..., "_llmbatch": {"job": ..., "request": ..., "pid": ...}}}),
  * not in AMQP headers. Two reasons, both measured: a message's properties, headers included, must fit in one AMQP
  * frame (RabbitMQ's frame_max, 128 KiB by default), so a long prompt in a header could not be published at all
- * (LongPromptTest), while a body is split over as many frames as it takes; and RabbitMQ 3.10 spends about 35 µs of CPU
+ * (TaskMessageTest), while a body is split over as many frames as it takes; and RabbitMQ 3.10 spends about 35 µs of CPU
  * per message on headers of this size and almost nothing on the same bytes in the body (bench/RESULTS.md, issue 14).
  * The worker takes the member out again, so the task it answers and stores is the task as it came. A task message
  * without the member is read from its headers as before (messages queued by an older ingest node), or, without either,
@@ -36,6 +36,9 @@ public final class TaskEnvelope {
             Jobs.COLLECTION, Jobs.MODEL, Jobs.OUTPUT_FIELD, Jobs.COMPANY_FIELD, Jobs.CHECKS, Jobs.BATCH, Jobs.CUSTOM_ID, Jobs.LINE);
 
     private static final String PREFIX = "x-llmbatch-";
+    /** Each of {@link #HEADERS} and its name in the envelope, worked out once rather than for every task sent. */
+    private static final Map<String, String> MEMBERS = HEADERS.stream().collect(
+            java.util.stream.Collectors.toUnmodifiableMap(h -> h, TaskEnvelope::memberName));
     private static final byte[] MEMBER = (",\"" + FIELD + "\":").getBytes(StandardCharsets.UTF_8);
 
     private TaskEnvelope() {
@@ -60,7 +63,7 @@ public final class TaskEnvelope {
         while (last > first && isSpace(body[last])) {
             last--;
         }
-        if (first >= last || body[first] != '{' || body[last] != '}' || HEADERS.stream().noneMatch(m.headers()::containsKey)) {
+        if (first >= last || body[first] != '{' || body[last] != '}' || MEMBERS.keySet().stream().noneMatch(m.headers()::containsKey)) {
             return m;
         }
         int inside = first + 1;
@@ -75,9 +78,10 @@ public final class TaskEnvelope {
         try (JsonGenerator g = Tasks.JSON.getFactory().createGenerator(out)) {
             g.writeStartObject();
             for (Map.Entry<String, Object> h : m.headers().entrySet()) {
-                if (HEADERS.contains(h.getKey())) {
+                String member = MEMBERS.get(h.getKey());
+                if (member != null) {
                     if (h.getValue() != null) {
-                        g.writeStringField(memberName(h.getKey()), h.getValue().toString());
+                        g.writeStringField(member, h.getValue().toString());
                     }
                 } else {
                     rest.put(h.getKey(), h.getValue());
@@ -108,10 +112,10 @@ public final class TaskEnvelope {
         }
         Map<String, Object> headers = new LinkedHashMap<>();
         for (String h : HEADERS) {
-            JsonNode v = envelope.get(memberName(h));
+            JsonNode v = envelope.get(MEMBERS.get(h));
             if (v != null && !v.isNull()) {
                 if (!v.isTextual()) {
-                    throw new IllegalArgumentException("the task's " + FIELD + "." + memberName(h) + " is " + Tasks.typeOf(v)
+                    throw new IllegalArgumentException("the task's " + FIELD + "." + MEMBERS.get(h) + " is " + Tasks.typeOf(v)
                                                        + ", not text");
                 }
                 headers.put(h, v.asText());
