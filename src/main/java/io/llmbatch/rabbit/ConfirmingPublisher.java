@@ -239,8 +239,8 @@ public class ConfirmingPublisher {
                     }
                 }
                 declared.remove(queue); // the queue may have been deleted; declare again next time
-                throw new PublishException(queue, confirmed + alsoConfirmed, sent,
-                        describe(e) + " (" + (confirmed + alsoConfirmed) + " of " + sent + " sent messages confirmed)", e);
+                throw new PublishException(queue, confirmed + alsoConfirmed, sent, "cannot publish to queue '" + queue + "': " + describe(e)
+                                                                                   + " (" + (confirmed + alsoConfirmed) + " of " + sent + " sent messages confirmed)", e);
             }
         }
 

@@ -36,6 +36,8 @@ public final class LatencyProxy implements AutoCloseable {
     private final ScheduledExecutorService cutter = Executors.newSingleThreadScheduledExecutor(r -> daemon(r, "proxy-cutter"));
     private final AtomicLong accepted = new AtomicLong();
     private final AtomicLong cuts = new AtomicLong();
+    private final Set<Thread> threads = ConcurrentHashMap.newKeySet();
+    private final Thread acceptor;
     private volatile boolean closed;
 
     private LatencyProxy(InetSocketAddress listen, InetSocketAddress target, long oneWayMs, long jitterMs, long cutEveryMs)
@@ -46,7 +48,8 @@ public final class LatencyProxy implements AutoCloseable {
         server = new ServerSocket();
         server.setReuseAddress(true);
         server.bind(listen, 128);
-        daemon(this::accept, "proxy-accept-" + listen.getPort()).start();
+        acceptor = daemon(this::accept, "proxy-accept-" + listen.getPort());
+        acceptor.start();
         if (cutEveryMs > 0) {
             cutter.scheduleAtFixedRate(this::cutAll, cutEveryMs, cutEveryMs, TimeUnit.MILLISECONDS);
         }
@@ -84,6 +87,12 @@ public final class LatencyProxy implements AutoCloseable {
         while (!closed) {
             try {
                 Socket client = server.accept();
+                if (closed) {
+                    // accepted while close() ran: a listening socket closed under a blocked accept() goes on
+                    // accepting until that accept returns (seen on a loaded machine: a reconnect got through)
+                    reset(client);
+                    break;
+                }
                 accepted.incrementAndGet();
                 Socket upstream = new Socket();
                 try {
@@ -109,7 +118,7 @@ public final class LatencyProxy implements AutoCloseable {
     /** One direction: a reader stamps each chunk with its delivery time, a writer delivers it then. */
     private void pipe(Socket from, Socket to) {
         LinkedBlockingQueue<Object[]> chunks = new LinkedBlockingQueue<>();
-        daemon(() -> {
+        started(daemon(() -> {
             long last = 0;
             byte[] buf = new byte[64 * 1024];
             try (InputStream in = from.getInputStream()) {
@@ -123,8 +132,8 @@ public final class LatencyProxy implements AutoCloseable {
                 // reset or closed
             }
             chunks.add(new Object[] { 0L, null }); // end of stream, delivered after what came before it
-        }, "proxy-read").start();
-        daemon(() -> {
+        }, "proxy-read"));
+        started(daemon(() -> {
             try (OutputStream out = to.getOutputStream()) {
                 while (true) {
                     Object[] chunk = chunks.take();
@@ -144,7 +153,12 @@ public final class LatencyProxy implements AutoCloseable {
                 reset(from);
                 reset(to);
             }
-        }, "proxy-write").start();
+        }, "proxy-write"));
+    }
+
+    private void started(Thread t) {
+        threads.add(t);
+        t.start();
     }
 
     private void reset(Socket s) {
@@ -157,18 +171,38 @@ public final class LatencyProxy implements AutoCloseable {
         }
     }
 
-    private static Thread daemon(Runnable r, String name) {
-        Thread t = new Thread(r, name);
+    private Thread daemon(Runnable r, String name) {
+        Thread t = new Thread(() -> {
+            try {
+                r.run();
+            } finally {
+                threads.remove(Thread.currentThread());
+            }
+        }, name);
         t.setDaemon(true);
         return t;
     }
 
+    /**
+     * Stops accepting and resets every connection, and returns only when no connection can get through any more: a
+     * socket closed while another thread blocks on it is really closed (and the peer told) only when that thread
+     * returns, so the threads are awaited (up to 10 s).
+     */
     @Override
     public void close() throws IOException {
         closed = true;
         cutter.shutdownNow();
         server.close();
-        open.forEach(this::reset);
+        try {
+            acceptor.join(10_000);
+            open.forEach(this::reset);
+            long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
+            for (Thread t : threads) {
+                t.join(Math.max(1, TimeUnit.NANOSECONDS.toMillis(deadline - System.nanoTime())));
+            }
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        }
     }
 
     /** {@code --listen host:port --to host:port [--one-way-ms 50] [--jitter-ms 10] [--cut-every-ms 60000]}; runs until killed. */
