@@ -3,7 +3,7 @@
 # messages with confirms, (b) one POST /send_workq_message/ of 28,000 seed tasks, (c) a 28,000-row CSV
 # through the inbox (from the move into inbox/ until the file lands in .done/, i.e. all confirmed).
 # Target: (b) and (c) each <= 1.5x (a). Needs RabbitMQ on 127.0.0.1:5672, java, mvn, python3, curl.
-# usage: bench/ingest.sh [runs=3] [tasks=28000]
+# usage: [APP_JAR=other-build.jar] bench/ingest.sh [runs=3] [tasks=28000]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-3}
@@ -15,7 +15,8 @@ Q_PT=bench_perftest
 RABBIT=amqp://guest:guest@127.0.0.1:5672/%2f
 mkdir -p "$WORK"
 
-[ -f target/llm-batch.jar ] || mvn -B -q package -DskipTests
+JAR=${APP_JAR:-target/llm-batch.jar}
+[ -f "$JAR" ] || mvn -B -q package -DskipTests
 [ -d bench/target/perftest-lib ] || mvn -B -q -f bench/perftest/pom.xml dependency:copy-dependencies \
   -DoutputDirectory="$PWD/bench/target/perftest-lib"
 python3 bench/gen_tasks.py "$N" "$WORK/payload.json" "$WORK/tasks.csv" "$Q_APP"
@@ -25,7 +26,7 @@ count() { rabbitmqctl -q list_queues name messages 2>/dev/null | awk -v q="$1" '
 now() { date +%s.%N; }
 
 rm -rf "$WORK/inbox"; mkdir -p "$WORK/inbox"
-java -Xmx512m -jar target/llm-batch.jar -Dllmbatch.rabbitmq.url=amqp://guest:guest@127.0.0.1:5672/ -Dllmbatch.roles=ingest -Dllmbatch.queue.tasks=$Q_APP \
+java -Xmx512m -jar "$JAR" -Dllmbatch.rabbitmq.url=amqp://guest:guest@127.0.0.1:5672/ -Dllmbatch.roles=ingest -Dllmbatch.queue.tasks=$Q_APP \
   -Dllmbatch.ingest.allowed-queues=$Q_APP -Dcamel.server.port=$PORT -Dllmbatch.ingest.inbox="$WORK/inbox" \
   -Dllmbatch.ingest.poll-delay=100 -Dcamel.main.routesReloadEnabled=false > "$WORK/app.log" 2>&1 &
 APP=$!

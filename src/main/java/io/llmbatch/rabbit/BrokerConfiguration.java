@@ -20,7 +20,6 @@ import org.springframework.amqp.rabbit.config.RetryInterceptorBuilder;
 import org.springframework.amqp.rabbit.connection.AbstractConnectionFactory;
 import org.springframework.amqp.rabbit.connection.CachingConnectionFactory;
 import org.springframework.amqp.rabbit.core.RabbitAdmin;
-import org.springframework.amqp.rabbit.core.RabbitTemplate;
 import org.springframework.amqp.rabbit.retry.ImmediateRequeueMessageRecoverer;
 
 import io.llmbatch.Roles;
@@ -94,14 +93,11 @@ public class BrokerConfiguration implements CamelConfiguration {
         registry.bind("brokerHealth", HealthChecks.broker(connectionFactory, Urls.mask(url)));
         Wiring.stopWith(camelContext, connectionFactory::destroy); // after the routes have stopped
 
-        RabbitTemplate template = new RabbitTemplate(connectionFactory);
-        template.setMandatory(true);
-        template.setUsePublisherConnection(true);
         QueueArguments queueArgs = new QueueArguments(queueType, deliveryLimit,
                 Map.of(tasksQueue, tasksDeadLetterQueue, resultsQueue, resultsDeadLetterQueue));
         registry.bind("taskQueueArgs", queueArgs.forConsumer(tasksQueue));
         registry.bind("resultQueueArgs", queueArgs.forConsumer(resultsQueue));
-        registry.bind(PUBLISHER, new ConfirmingPublisher(template, new RabbitAdmin(connectionFactory), confirmWindow,
+        registry.bind(PUBLISHER, new ConfirmingPublisher(connectionFactory.getPublisherConnectionFactory(), new RabbitAdmin(connectionFactory), confirmWindow,
                 confirmTimeout, queueArgs, maxMessageBytes));
 
         ListenerContainers containers = new ListenerContainers();

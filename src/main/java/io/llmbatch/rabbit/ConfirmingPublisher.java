@@ -12,14 +12,10 @@ import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
 
 import org.apache.camel.component.springrabbit.SpringRabbitMQConstants;
-import org.springframework.amqp.core.Message;
-import org.springframework.amqp.core.MessageDeliveryMode;
-import org.springframework.amqp.core.MessageProperties;
 import org.springframework.amqp.core.Queue;
-import org.springframework.amqp.rabbit.connection.CorrelationData;
 import org.springframework.amqp.rabbit.core.RabbitAdmin;
 import org.springframework.amqp.rabbit.connection.RabbitUtils;
-import org.springframework.amqp.rabbit.core.RabbitTemplate;
+import org.springframework.amqp.rabbit.connection.ConnectionFactory;
 
 import io.llmbatch.Urls;
 
@@ -43,7 +39,8 @@ public class ConfirmingPublisher {
     private static final java.util.regex.Pattern TOO_LARGE =
             java.util.regex.Pattern.compile("(?i)message size (?:of )?(\\d+) (?:is larger|greater) than (?:configured max size|allowed maximum of) (\\d+)");
 
-    private final RabbitTemplate template;
+    /** Where the channels come from: the publisher connection, its channels used by nothing else. */
+    private final ConnectionFactory channels;
     private final RabbitAdmin admin;
     private final int window;
     private final long confirmTimeoutMillis;
@@ -52,7 +49,12 @@ public class ConfirmingPublisher {
     private final long configuredMaxMessageBytes;
     private volatile long maxMessageBytes;
 
-    public ConfirmingPublisher(RabbitTemplate template, RabbitAdmin admin, int window, long confirmTimeoutMillis,
+    /**
+     * @param channels the connection factory whose channels this publisher uses, and nothing else does: a RabbitTemplate
+     *                 that sent or executed on one of them would have Spring's return listener on it, which fails on a
+     *                 returned message without Spring's correlation header, and the return would never reach this one
+     */
+    public ConfirmingPublisher(ConnectionFactory channels, RabbitAdmin admin, int window, long confirmTimeoutMillis,
                                java.util.function.Function<String, Map<String, Object>> queueArguments, long maxMessageBytes) {
         if (window < 1) {
             throw new IllegalArgumentException("confirm window must be at least 1, was " + window);
@@ -62,7 +64,7 @@ public class ConfirmingPublisher {
         }
         this.configuredMaxMessageBytes = maxMessageBytes;
         this.maxMessageBytes = maxMessageBytes;
-        this.template = template;
+        this.channels = channels;
         this.admin = admin;
         this.window = window;
         this.confirmTimeoutMillis = confirmTimeoutMillis;
@@ -141,12 +143,18 @@ public class ConfirmingPublisher {
             throw new PublishException(queue, 0, 0, "cannot declare queue '" + queue + "': " + describe(e), e);
         }
         int limit = Math.max(1, Math.min(inFlight, window));
+        com.rabbitmq.client.Channel channel = null;
         try {
-            return template.invoke(ops -> new Run(ops, queue, limit, onConfirmed).all(messages));
+            channel = channels.createConnection().createChannel(false);
+            return new Run(channel, queue, limit, onConfirmed).all(messages);
         } catch (org.springframework.amqp.AmqpException e) {
-            // invoke opens the channel before the run: a broker gone since the queue was declared fails here, nothing sent
+            // a broker gone since the queue was declared fails as the channel opens: nothing sent
             declared.remove(queue);
             throw new PublishException(queue, 0, 0, "cannot publish to queue '" + queue + "': " + describe(e), e);
+        } finally {
+            if (channel != null) {
+                RabbitUtils.closeChannel(channel); // back into the cache, unless the run discarded it
+            }
         }
     }
 
@@ -181,9 +189,17 @@ public class ConfirmingPublisher {
         return maxMessageBytes;
     }
 
-    /** One publish: the window of messages sent and not yet settled, on one channel. */
-    private final class Run {
-        private final org.springframework.amqp.rabbit.core.RabbitOperations ops;
+    /**
+     * One publish: the window of messages sent and not yet settled, on one channel. Messages go out through the channel
+     * itself (basicPublish), its confirms and returns are matched here: RabbitTemplate's send would add two headers to
+     * every message to correlate returns (spring_listener_return_correlation, spring_returned_message_correlation), and
+     * a message with any header table costs RabbitMQ about a sixth more CPU than one without (bench/HeaderCost.java).
+     */
+    private final class Run implements com.rabbitmq.client.ConfirmListener, com.rabbitmq.client.ReturnListener,
+            com.rabbitmq.client.ShutdownListener {
+        private final com.rabbitmq.client.Channel channel;
+        /** Sent and not yet confirmed, by the channel's publish sequence number; written by the connection's thread too. */
+        private final java.util.concurrent.ConcurrentSkipListMap<Long, Pending> unconfirmed = new java.util.concurrent.ConcurrentSkipListMap<>();
         private final String queue;
         private final int inFlight;
         private final PositionListener onConfirmed;
@@ -195,8 +211,8 @@ public class ConfirmingPublisher {
         private long redeclaredAt = -1;
         private int redeclares;
 
-        Run(org.springframework.amqp.rabbit.core.RabbitOperations ops, String queue, int inFlight, PositionListener onConfirmed) {
-            this.ops = ops;
+        Run(com.rabbitmq.client.Channel channel, String queue, int inFlight, PositionListener onConfirmed) {
+            this.channel = channel;
             this.queue = queue;
             this.inFlight = inFlight;
             this.onConfirmed = onConfirmed;
@@ -204,6 +220,77 @@ public class ConfirmingPublisher {
         }
 
         Confirmed all(Iterator<OutboundMessage> messages) {
+            channel.addConfirmListener(this);
+            channel.addReturnListener(this);
+            channel.addShutdownListener(this);
+            try {
+                if (channel.getNextPublishSeqNo() == 0) {
+                    channel.confirmSelect(); // a connection factory without publisher confirms: this channel's first run
+                }
+                return publishAll(messages);
+            } catch (java.io.IOException e) {
+                throw new org.springframework.amqp.AmqpIOException(e);
+            } finally {
+                try {
+                    channel.removeShutdownListener(this);
+                    channel.removeReturnListener(this);
+                    channel.removeConfirmListener(this);
+                } catch (RuntimeException closed) {
+                    // a cached channel's methods throw once it is closed, and a closed channel is not used again
+                }
+            }
+        }
+
+        @Override
+        public void handleAck(long tag, boolean multiple) {
+            settled(tag, multiple, new Confirm(true, null));
+        }
+
+        @Override
+        public void handleNack(long tag, boolean multiple) {
+            settled(tag, multiple, new Confirm(false, null));
+        }
+
+        private void settled(long tag, boolean multiple, Confirm confirm) {
+            if (multiple) {
+                var upTo = unconfirmed.headMap(tag, true);
+                upTo.values().forEach(p -> p.confirm.complete(confirm));
+                upTo.clear();
+            } else {
+                Pending p = unconfirmed.remove(tag);
+                if (p != null) {
+                    p.confirm.complete(confirm);
+                }
+            }
+        }
+
+        /**
+         * A message came back unroutable. RabbitMQ sends the return before that message's confirm, on the connection's
+         * one thread, so it is still unconfirmed: the first unconfirmed one with the same message_id and body is it (two
+         * such messages are the same message; which of them came back does not matter).
+         */
+        @Override
+        public void handleReturn(int replyCode, String replyText, String exchange, String routingKey,
+                                 com.rabbitmq.client.AMQP.BasicProperties properties, byte[] body) {
+            for (Pending p : unconfirmed.values()) {
+                if (p.returned == null && java.util.Objects.equals(p.message.messageId(), properties.getMessageId())
+                    && java.util.Arrays.equals(p.message.body(), body)) {
+                    p.returned = replyText == null ? "NO_ROUTE" : replyText;
+                    return;
+                }
+            }
+        }
+
+        /** The channel closed (the broker closed it, or the connection went): what was not confirmed is nacked, with why. */
+        @Override
+        public void shutdownCompleted(com.rabbitmq.client.ShutdownSignalException cause) {
+            Confirm nack = new Confirm(false, cause.getMessage());
+            for (var e = unconfirmed.pollFirstEntry(); e != null; e = unconfirmed.pollFirstEntry()) {
+                e.getValue().confirm.complete(nack);
+            }
+        }
+
+        private Confirmed publishAll(Iterator<OutboundMessage> messages) {
             try {
                 OutboundMessage m;
                 while ((m = next(messages)) != null) {
@@ -227,7 +314,7 @@ public class ConfirmingPublisher {
                 // Not back into the cache: on a cluster, a channel whose quorum queue leader died can go on nacking every
                 // publish (seen on RabbitMQ 3.10: one task's result refused 21 times, until the delivery limit
                 // dead-lettered the task); the next publish gets a fresh channel.
-                discardChannel(ops);
+                RabbitUtils.setPhysicalCloseRequired(channel, true);
                 // acks that arrived for later messages still count: report every message known to be stored
                 long alsoConfirmed = 0;
                 for (Pending p : pending) {
@@ -263,9 +350,24 @@ public class ConfirmingPublisher {
         }
 
         private void send(OutboundMessage m, boolean again) {
-            CorrelationData correlation = new CorrelationData(Long.toString(seq));
+            Pending p = new Pending(m, seq, again);
             try {
-                ops.send("", queue, toAmqp(m), correlation);
+                com.rabbitmq.client.AMQP.BasicProperties props = properties(m);
+                long tag = channel.getNextPublishSeqNo();
+                unconfirmed.put(tag, p);
+                try {
+                    channel.basicPublish("", queue, true, props, m.body());
+                } catch (java.io.IOException | RuntimeException e) {
+                    unconfirmed.remove(tag);
+                    if (!channel.isOpen() && !pending.isEmpty()) {
+                        // the broker closed the channel over a message sent before (its size, say): that is the failure
+                        settleAll();
+                    }
+                    throw e instanceof java.io.IOException io ? new org.springframework.amqp.AmqpIOException(io) : (RuntimeException) e;
+                }
+                if (!channel.isOpen()) {
+                    shutdownCompleted(channel.getCloseReason()); // closed as it was sent: the listener may have run before it was put
+                }
             } catch (RuntimeException e) {
                 IllegalArgumentException refused = cause(e, IllegalArgumentException.class);
                 if (refused == null) {
@@ -275,7 +377,8 @@ public class ConfirmingPublisher {
                 settleAll();
                 throw new MessageRefusedException("the AMQP client refused the message: " + refused.getMessage(), m, confirmed, false);
             }
-            pending.add(new Pending(correlation, m, seq++, again));
+            pending.add(p);
+            seq++;
             if (!again) {
                 sent++;
             }
@@ -288,9 +391,9 @@ public class ConfirmingPublisher {
         }
 
         private void settle(Pending p) {
-            CorrelationData.Confirm confirm = await(p.correlation);
-            boolean returned = p.correlation.getReturned() != null;
-            if (returned || !confirm.isAck() && queueMissing()) {
+            Confirm confirm = await(p.confirm);
+            boolean returned = p.returned != null;
+            if (returned || !confirm.ack() && queueMissing()) {
                 // the queue is gone (an operator deleted it): nothing was stored for this message, so declaring the
                 // queue again and sending it once more cannot duplicate it; a message that comes back twice fails
                 if (!p.again && (p.seq >= redeclaredAt ? redeclare() : true)) {
@@ -298,16 +401,15 @@ public class ConfirmingPublisher {
                     return;
                 }
                 throw new IllegalStateException(returned
-                        ? "broker could not route the message to queue '" + queue + "': " + p.correlation.getReturned().getReplyText()
+                        ? "broker could not route the message to queue '" + queue + "': " + p.returned
                         : "broker refused (nacked) the message: queue '" + queue + "' does not exist");
             }
-            if (!confirm.isAck()) {
-                MessageRefusedException tooLarge = sizeRefusal(confirm.getReason(), p);
+            if (!confirm.ack()) {
+                MessageRefusedException tooLarge = sizeRefusal(confirm.reason(), p);
                 if (tooLarge != null) {
                     throw tooLarge;
                 }
-                throw new IllegalStateException("broker refused (nacked) the message"
-                                                + (confirm.getReason() == null ? "" : ": " + confirm.getReason()));
+                throw new IllegalStateException("broker refused (nacked) the message" + (confirm.reason() == null ? "" : ": " + confirm.reason()));
             }
             confirmed++;
             if (onConfirmed != null) {
@@ -429,9 +531,9 @@ public class ConfirmingPublisher {
         }
     }
 
-    private CorrelationData.Confirm await(CorrelationData correlation) {
+    private Confirm await(java.util.concurrent.CompletableFuture<Confirm> confirm) {
         try {
-            return correlation.getFuture().get(confirmTimeoutMillis, TimeUnit.MILLISECONDS);
+            return confirm.get(confirmTimeoutMillis, TimeUnit.MILLISECONDS);
         } catch (TimeoutException e) {
             throw new IllegalStateException("no publisher confirm from the broker within " + confirmTimeoutMillis + " ms", e);
         } catch (InterruptedException e) {
@@ -442,26 +544,32 @@ public class ConfirmingPublisher {
         }
     }
 
-    private static void discardChannel(org.springframework.amqp.rabbit.core.RabbitOperations ops) {
-        try {
-            ops.execute(channel -> {
-                RabbitUtils.setPhysicalCloseRequired(channel, true);
-                return null;
-            });
-        } catch (RuntimeException closedAlready) {
-            // the channel or its connection is gone: nothing to keep out of the cache
+    /** Persistent JSON, with no header table at all when the message has no headers (see {@link Run}). */
+    private static com.rabbitmq.client.AMQP.BasicProperties properties(OutboundMessage m) {
+        Map<String, Object> headers = null;
+        if (!m.headers().isEmpty()) {
+            headers = new java.util.LinkedHashMap<>(m.headers().size() * 2);
+            for (Map.Entry<String, Object> h : m.headers().entrySet()) {
+                headers.put(h.getKey(), headerValue(h.getValue()));
+            }
         }
+        return new com.rabbitmq.client.AMQP.BasicProperties.Builder().contentType("application/json").contentEncoding("UTF-8")
+                .deliveryMode(2).messageId(m.messageId()).appId("llm-batch").headers(headers).build();
     }
 
-    private static Message toAmqp(OutboundMessage m) {
-        MessageProperties props = new MessageProperties();
-        props.setContentType(MessageProperties.CONTENT_TYPE_JSON);
-        props.setContentEncoding("UTF-8");
-        props.setDeliveryMode(MessageDeliveryMode.PERSISTENT);
-        props.setMessageId(m.messageId());
-        props.setAppId("llm-batch");
-        m.headers().forEach(props::setHeader);
-        return new Message(m.body(), props);
+    /** A header value as the AMQP client can write it: its field-table types as they are, anything else as its text. */
+    private static Object headerValue(Object v) {
+        if (v instanceof List<?> list) {
+            return list.stream().map(ConfirmingPublisher::headerValue).toList();
+        }
+        if (v instanceof Map<?, ?> map) {
+            Map<String, Object> table = new java.util.LinkedHashMap<>();
+            map.forEach((k, value) -> table.put(String.valueOf(k), headerValue(value)));
+            return table;
+        }
+        return v == null || v instanceof String || v instanceof Integer || v instanceof Long || v instanceof Short || v instanceof Byte
+               || v instanceof Double || v instanceof Float || v instanceof java.math.BigDecimal || v instanceof Boolean
+               || v instanceof byte[] || v instanceof java.util.Date || v instanceof com.rabbitmq.client.LongString ? v : String.valueOf(v);
     }
 
     private static String describe(Throwable e) {
@@ -477,10 +585,26 @@ public class ConfirmingPublisher {
     }
 
     /** A message sent and not yet settled; {@code again} when it is the second send of a message that came back. */
-    private record Pending(CorrelationData correlation, OutboundMessage message, long seq, boolean again) {
-        boolean isAcked() {
-            var f = correlation.getFuture();
-            return f.isDone() && !f.isCompletedExceptionally() && f.join().isAck() && correlation.getReturned() == null;
+    private static final class Pending {
+        final OutboundMessage message;
+        final long seq;
+        final boolean again;
+        final java.util.concurrent.CompletableFuture<Confirm> confirm = new java.util.concurrent.CompletableFuture<>();
+        /** The broker's reply text when the message came back unroutable; set before its confirm completes. */
+        volatile String returned;
+
+        Pending(OutboundMessage message, long seq, boolean again) {
+            this.message = message;
+            this.seq = seq;
+            this.again = again;
         }
+
+        boolean isAcked() {
+            return confirm.isDone() && confirm.join().ack() && returned == null;
+        }
+    }
+
+    /** The broker's answer to one message: ack, or nack with the reason when the channel closed over it. */
+    private record Confirm(boolean ack, String reason) {
     }
 }

@@ -186,9 +186,7 @@ class CollectorOutageTest {
         connections.setPublisherConfirmType(org.springframework.amqp.rabbit.connection.CachingConnectionFactory.ConfirmType.CORRELATED);
         connections.setPublisherReturns(true);
         try {
-            org.springframework.amqp.rabbit.core.RabbitTemplate template = new org.springframework.amqp.rabbit.core.RabbitTemplate(connections);
-            template.setMandatory(true);
-            io.llmbatch.rabbit.ConfirmingPublisher publisher = new io.llmbatch.rabbit.ConfirmingPublisher(template,
+            io.llmbatch.rabbit.ConfirmingPublisher publisher = new io.llmbatch.rabbit.ConfirmingPublisher(connections.getPublisherConnectionFactory(),
                     new org.springframework.amqp.rabbit.core.RabbitAdmin(connections), 16, 5000, q -> java.util.Map.of(), 1 << 20);
             MongoClient closing = MongoClients.create("mongodb://127.0.0.1:" + MONGO_PORT + "/?serverSelectionTimeoutMS=1000");
             Collector stopping = new Collector(closing.getDatabase("llm").getCollection("company_intro"), "chatglm2_6b_int4",

@@ -11,7 +11,6 @@ import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.extension.ExtendWith;
 import org.springframework.amqp.rabbit.connection.CachingConnectionFactory;
 import org.springframework.amqp.rabbit.core.RabbitAdmin;
-import org.springframework.amqp.rabbit.core.RabbitTemplate;
 
 import io.llmbatch.support.Broker;
 import io.llmbatch.support.LatencyProxy;
@@ -60,10 +59,7 @@ class BrokerUnreachableTest {
 
     @Test
     void a_publish_to_a_queue_declared_before_the_broker_went_away_fails_as_a_publish_failure() throws Exception {
-        RabbitTemplate template = new RabbitTemplate(connections);
-        template.setMandatory(true);
-        template.setUsePublisherConnection(true);
-        ConfirmingPublisher publisher = new ConfirmingPublisher(template, new RabbitAdmin(connections), 16, 5000, q -> Map.of(), 1 << 20);
+        ConfirmingPublisher publisher = new ConfirmingPublisher(connections.getPublisherConnectionFactory(), new RabbitAdmin(connections), 16, 5000, q -> Map.of(), 1 << 20);
         assertThat(publisher.publish(QUEUE, List.of(task(1)).iterator(), null).count()).isEqualTo(1);
 
         java.util.concurrent.CountDownLatch lost = new java.util.concurrent.CountDownLatch(1);
