@@ -891,9 +891,9 @@ public class FileIngest {
         }
     }
 
-    /** The line a message came from, from its {@code x-llmbatch-source} header ({@code file:<name>:<line>}). */
+    /** The line a message came from, from its source ({@code file:<name>:<line>}; in its body once it is wrapped). */
     private static long lineOf(OutboundMessage m) {
-        String source = String.valueOf(m.headers().get(ConfirmingPublisher.SOURCE_HEADER));
+        String source = String.valueOf(io.llmbatch.jobs.TaskEnvelope.source(m));
         return Long.parseLong(source.substring(source.lastIndexOf(':') + 1));
     }
 
