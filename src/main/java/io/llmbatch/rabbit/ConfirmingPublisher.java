@@ -365,9 +365,7 @@ public class ConfirmingPublisher {
                     }
                     throw e instanceof java.io.IOException io ? new org.springframework.amqp.AmqpIOException(io) : (RuntimeException) e;
                 }
-                if (!channel.isOpen()) {
-                    shutdownCompleted(channel.getCloseReason()); // closed as it was sent: the listener may have run before it was put
-                }
+                // a channel that closes from here on nacks this message too (shutdownCompleted): it was put before it went
             } catch (RuntimeException e) {
                 IllegalArgumentException refused = cause(e, IllegalArgumentException.class);
                 if (refused == null) {
