@@ -243,12 +243,12 @@ public class ConfirmingPublisher {
 
         @Override
         public void handleAck(long tag, boolean multiple) {
-            settled(tag, multiple, new Confirm(true, null));
+            settled(tag, multiple, Confirm.ACK);
         }
 
         @Override
         public void handleNack(long tag, boolean multiple) {
-            settled(tag, multiple, new Confirm(false, null));
+            settled(tag, multiple, Confirm.NACK);
         }
 
         private void settled(long tag, boolean multiple, Confirm confirm) {
@@ -351,29 +351,25 @@ public class ConfirmingPublisher {
 
         private void send(OutboundMessage m, boolean again) {
             Pending p = new Pending(m, seq, again);
+            long tag = -1;
             try {
                 com.rabbitmq.client.AMQP.BasicProperties props = properties(m);
-                long tag = channel.getNextPublishSeqNo();
-                unconfirmed.put(tag, p);
-                try {
-                    channel.basicPublish("", queue, true, props, m.body());
-                } catch (java.io.IOException | RuntimeException e) {
-                    unconfirmed.remove(tag);
-                    if (!channel.isOpen() && !pending.isEmpty()) {
-                        // the broker closed the channel over a message sent before (its size, say): that is the failure
-                        settleAll();
-                    }
-                    throw e instanceof java.io.IOException io ? new org.springframework.amqp.AmqpIOException(io) : (RuntimeException) e;
-                }
-                // a channel that closes from here on nacks this message too (shutdownCompleted): it was put before it went
-            } catch (RuntimeException e) {
+                tag = channel.getNextPublishSeqNo();
+                unconfirmed.put(tag, p); // before the send: a channel that closes after it nacks this message too
+                channel.basicPublish("", queue, true, props, m.body());
+            } catch (java.io.IOException | RuntimeException e) {
+                unconfirmed.remove(tag);
                 IllegalArgumentException refused = cause(e, IllegalArgumentException.class);
-                if (refused == null) {
-                    throw e;
+                if (refused != null) {
+                    // the AMQP client refused to encode this message (a field over an AMQP limit): nothing was sent
+                    settleAll();
+                    throw new MessageRefusedException("the AMQP client refused the message: " + refused.getMessage(), m, confirmed, false);
                 }
-                // the AMQP client refused to encode this message (a field over an AMQP limit): nothing was sent
-                settleAll();
-                throw new MessageRefusedException("the AMQP client refused the message: " + refused.getMessage(), m, confirmed, false);
+                if (!channel.isOpen() && !pending.isEmpty()) {
+                    // the broker closed the channel over a message sent before (its size, say): that is the failure
+                    settleAll();
+                }
+                throw e instanceof java.io.IOException io ? new org.springframework.amqp.AmqpIOException(io) : (RuntimeException) e;
             }
             pending.add(p);
             seq++;
@@ -604,5 +600,7 @@ public class ConfirmingPublisher {
 
     /** The broker's answer to one message: ack, or nack with the reason when the channel closed over it. */
     private record Confirm(boolean ack, String reason) {
+        static final Confirm ACK = new Confirm(true, null);
+        static final Confirm NACK = new Confirm(false, null);
     }
 }
